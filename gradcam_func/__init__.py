@@ -1,0 +1,11 @@
+"""Grad-CAM as pure functions on ``torch.func``."""
+
+from . import ops
+from ._checks import GradCamError
+from ._grad_cam import grad_cam
+from ._interpolate import interpolate
+from ._split import layer_vjp
+from ._targets import top_k
+
+__all__ = ["grad_cam", "layer_vjp", "top_k", "interpolate", "ops", "GradCamError"]
+__version__ = "0.1.0"

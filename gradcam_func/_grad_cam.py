@@ -1,0 +1,71 @@
+"""grad_cam: one forward pass, a vmap of the pullback over cotangents, then the ops."""
+
+import functools
+
+import torch
+
+from . import ops
+from ._checks import GradCamError
+from ._split import _eager_no_grad, split
+from ._targets import TopK, cotangent, cotangents
+
+__all__ = ["grad_cam", "explain"]
+
+
+def grad_cam(model, layer, inputs, target=None, *, targets=None,
+             additional_forward_args=None, params=None, attribute_to_layer_input=False,
+             relu=False, sum_channels=True, chunk_size=None):
+    """Grad-CAM of ``model`` at ``layer``: Captum's ``LayerGradCam`` as a pure function.
+
+    inputs: a Tensor or tuple of Tensors, dim 0 the batch B. target: any Captum target
+    (None, int, tuple, Tensor, list) or a callable ``output -> (B,) score``. For a layer
+    activation (B, C, *S) returns (B, 1, *S) (or (B, C, *S) with ``sum_channels=False``),
+    a tuple of those when the layer's output holds several Tensors.
+
+    targets: a sequence of K targets instead of ``target``; returns the results stacked
+    on a new axis 0, (K, B, 1, *S), from ONE forward pass. With ``targets=top_k(k)``
+    returns ``(cams, classes)``, classes (k, B). chunk_size: targets per vmap chunk.
+    params: a mapping of parameter/buffer tensors used instead of the module's own.
+    """
+    return explain(
+        functools.partial(ops.grad_cam_from, relu=relu, sum_channels=sum_channels),
+        model, layer, inputs, target, targets=targets,
+        additional_forward_args=additional_forward_args, params=params,
+        attribute_to_layer_input=attribute_to_layer_input, chunk_size=chunk_size,
+        call="grad_cam",
+    )
+
+
+def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
+            additional_forward_args=None, params=None, attribute_to_layer_input=False,
+            chunk_size=None, call="grad_cam"):
+    """``grad_cam``'s pipeline with ``cam_from(acts, grads) -> cam`` as the last step.
+
+    One forward pass; for ``targets``, ``cam_from`` runs inside the vmap over the K
+    cotangents, so a chunk's (chunk, B, C, *S) gradients are freed before the next.
+    """
+    if target is not None and targets is not None:
+        raise GradCamError(
+            f"{call}(..., target=..., targets=...): pass one of them: target for a "
+            "single explanation, targets for a stack of K explanations."
+        )
+    with _eager_no_grad():
+        output, acts, pullback = split(
+            model, layer, inputs, additional_forward_args=additional_forward_args,
+            params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
+        )
+
+        def cams_of(cot):
+            return tuple(cam_from(a, g) for a, g in zip(acts, pullback(cot)))
+
+        classes = None
+        if targets is None:
+            cams = cams_of(cotangent(output, target, call))
+        else:
+            if isinstance(targets, TopK):
+                classes = targets.classes(output, call)
+                targets = list(classes)
+            cams = torch.func.vmap(cams_of, chunk_size=chunk_size)(
+                cotangents(output, targets, call))
+    cams = cams[0] if len(cams) == 1 else cams
+    return cams if classes is None else (cams, classes)

@@ -1,0 +1,55 @@
+"""Pure Grad-CAM maths, generic over array libraries.
+
+Every function takes torch, NumPy or JAX arrays (through ``array_api_compat``) and
+returns an array of the same library. Nothing here imports torch or jax.
+
+Shape letters: B batch, C channels, S spatial (any number of axes, possibly none).
+"""
+
+from array_api_compat import array_namespace
+
+__all__ = ["pool_gradients", "weight_activations", "relu", "grad_cam_from"]
+
+
+def pool_gradients(grads):
+    """Mean of the gradients over the spatial axes.
+
+    grads: (B, C, *S). Returns (B, C, 1, ..., 1). An array with ndim <= 2 is returned
+    unchanged, as Captum does for fully-connected layers.
+    """
+    xp = array_namespace(grads)
+    if grads.ndim <= 2:
+        return grads
+    return xp.mean(grads, axis=tuple(range(2, grads.ndim)), keepdims=True)
+
+
+def weight_activations(weights, acts, sum_channels=True):
+    """Activations scaled by per-channel weights.
+
+    weights: broadcastable to acts, usually (B, C, 1, ..., 1); acts: (B, C, *S).
+    Returns (B, 1, *S) summed over channels, or (B, C, *S) with ``sum_channels=False``.
+    """
+    xp = array_namespace(weights, acts)
+    scaled = weights * acts
+    if not sum_channels:
+        return scaled
+    return xp.sum(scaled, axis=1, keepdims=True)
+
+
+def relu(x):
+    """max(x, 0) element-wise, with gradient 0 at 0 (as ``torch.nn.functional.relu``)."""
+    xp = array_namespace(x)
+    return xp.where(x > 0, x, xp.zeros_like(x))
+
+
+def grad_cam_from(acts, grads, *, relu=False, sum_channels=True):
+    """Grad-CAM from a layer's activations and the gradients of a score at them.
+
+    acts, grads: (B, C, *S). Returns (B, 1, *S), or (B, C, *S) with
+    ``sum_channels=False``; negative values are zeroed when ``relu=True``.
+    """
+    cam = weight_activations(pool_gradients(grads), acts, sum_channels=sum_channels)
+    return _relu(cam) if relu else cam
+
+
+_relu = relu
