@@ -116,7 +116,9 @@ def _probe(model, module, args, params, attribute_to_layer_input):
 
     handle = _register(module, attribute_to_layer_input, stop)
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        accelerators = {a.device for a in args
+                        if isinstance(a, torch.Tensor) and a.device.type == "cuda"}
+        with torch.random.fork_rng(devices=list(accelerators)), torch.no_grad():
             if isinstance(model, nn.Module):
                 state = dict(model.named_parameters(remove_duplicate=False))
                 state.update(model.named_buffers(remove_duplicate=False))
