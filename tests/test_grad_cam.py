@@ -1,0 +1,137 @@
+"""grad_cam gives captum.attr.LayerGradCam's numbers on every kind of model in the zoo."""
+
+import itertools
+
+import pytest
+import torch
+from captum.attr import LayerGradCam
+
+import gradcam_func as gf
+from conftest import assert_close
+from zoo import ZOO
+
+DTYPES = [torch.float32, torch.float64]
+OPTIONS = [dict(relu=r, sum_channels=s, attribute_to_layer_input=a)
+           for r, s, a in itertools.product([False, True], repeat=3)]
+
+
+def captum(case, target, *, relu=False, sum_channels=True, attribute_to_layer_input=False):
+    result = LayerGradCam(case.model, case.layer).attribute(
+        case.inputs if len(case.inputs) > 1 else case.inputs[0], target,
+        additional_forward_args=case.args or None,
+        attribute_to_layer_input=attribute_to_layer_input,
+        relu_attributions=relu, attr_dim_summation=sum_channels,
+    )
+    return tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach()
+
+
+def ours(case, target, **options):
+    return gf.grad_cam(case.model, case.layer,
+                       case.inputs if len(case.inputs) > 1 else case.inputs[0], target,
+                       additional_forward_args=case.args or None, **options)
+
+
+def assert_same(actual, expected):
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_close(a, e)
+    else:
+        assert isinstance(actual, torch.Tensor)
+        assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("options", OPTIONS,
+                         ids=lambda o: "-".join(k for k, v in o.items() if v) or "default")
+@pytest.mark.parametrize("name", ZOO)
+def test_matches_captum_across_options(name, options, dtype):
+    case = ZOO[name](dtype)
+    assert_same(ours(case, case.target, **options),
+                captum(case, case.target, **options))
+
+
+def target_forms(case):
+    """Every Captum target form naming class ``case.target`` (or per-example classes)."""
+    batch = case.inputs[0].shape[0]
+    classes = [(case.target + i) % 3 for i in range(batch)]
+    return {
+        "int": case.target,
+        "tuple": (case.target,),
+        "scalar_tensor": torch.tensor(case.target),
+        "per_example_tensor": torch.tensor(classes),
+        "list_of_ints": classes,
+        "list_of_tuples": [(c,) for c in classes],
+    }
+
+
+@pytest.mark.parametrize("form", list(target_forms(ZOO["plain_cnn"](torch.float64))))
+@pytest.mark.parametrize("name", ZOO)
+def test_matches_captum_for_every_target_form(name, form):
+    case = ZOO[name](torch.float64)
+    target = target_forms(case)[form]
+    assert_same(ours(case, target), captum(case, target))
+
+
+class Scores(torch.nn.Module):
+    """A model returning one score per example, (B,) or (B, 1), for target=None."""
+
+    def __init__(self, model, keepdim):
+        super().__init__()
+        self.model, self.keepdim = model, keepdim
+
+    def forward(self, *args):
+        out = self.model(*args)
+        return out[:, 1:2] if self.keepdim else out[:, 1]
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+@pytest.mark.parametrize("name", ["plain_cnn", "extra_args", "tuple_output"])
+def test_target_none_on_a_per_example_score(name, keepdim):
+    case = ZOO[name](torch.float64)
+    case.model = Scores(case.model, keepdim)
+    assert_same(ours(case, None), captum(case, None))
+
+
+def test_tuple_targets_on_a_three_dimensional_output():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d((2, 3)),
+                                torch.nn.Flatten(2))  # output (B, 4, 6)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    for target in [(1, 4), [(0, 5), (3, 2)], (2, -1)]:
+        assert_close(gf.grad_cam(model, conv, x, target),
+                     LayerGradCam(model, conv).attribute(x, target).detach())
+
+
+def test_dotted_layer_name_equals_the_module():
+    case = ZOO["residual"](torch.float64)
+    assert_close(gf.grad_cam(case.model, "bn", case.inputs[0], 1),
+                 gf.grad_cam(case.model, case.model.bn, case.inputs[0], 1))
+
+
+def test_a_plain_callable_model():
+    case = ZOO["plain_cnn"](torch.float64)
+    fn = lambda x: case.model(x) * 2.0  # noqa: E731
+    assert_close(gf.grad_cam(fn, case.layer, case.inputs[0], 1),
+                 2.0 * LayerGradCam(case.model, case.layer).attribute(case.inputs[0], 1).detach())
+
+
+@pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "transformer", "mlp"])
+def test_batch_equals_stacked_single_examples(name):
+    case = ZOO[name](torch.float64)
+    x = case.inputs[0]
+    classes = [i % 3 for i in range(len(x))]
+    whole = gf.grad_cam(case.model, case.layer, x, classes)
+    stacked = torch.cat([gf.grad_cam(case.model, case.layer, x[i:i + 1], c)
+                         for i, c in enumerate(classes)])
+    assert_close(whole, stacked)
+
+
+@pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "mlp"])
+def test_under_vmap_over_examples_equals_the_batch(name):
+    case = ZOO[name](torch.float64)
+    x = case.inputs[0]
+    per_example = torch.func.vmap(
+        lambda xi: gf.grad_cam(case.model, case.layer, xi[None], case.target)[0])(x)
+    assert_close(per_example, gf.grad_cam(case.model, case.layer, x, case.target))
