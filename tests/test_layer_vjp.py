@@ -1,0 +1,118 @@
+"""layer_vjp: the pullback is the gradient at the layer, and the forward runs once."""
+
+import torch
+from torch import nn
+
+import gradcam_func as gf
+from conftest import assert_close
+from zoo import ZOO
+
+
+class Counter(nn.Module):
+    """Identity that counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
+def counted_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), Counter(),
+                          nn.Conv2d(4, 5, 3, padding=1), nn.Softplus(), Counter(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).double()
+    return model, model[2], model[5]
+
+
+def test_pullback_equals_autograd_at_the_layer():
+    model, _, _ = counted_model()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    output, act, pullback = gf.layer_vjp(model, model[3], x)
+    leaf = model[:4](x).detach().requires_grad_()
+    expected_output = model[4:](leaf)
+    cotangent = torch.randn_like(expected_output)
+    (expected,) = torch.autograd.grad(expected_output, leaf, cotangent)
+    assert_close(output, expected_output.detach())
+    assert_close(act, leaf.detach())
+    assert_close(pullback(cotangent), expected)
+
+
+def test_pullback_matches_finite_differences():
+    model, _, _ = counted_model()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    _, act, pullback = gf.layer_vjp(model, model[3], x)
+    head = model[4:]
+    direction = torch.randn_like(act)
+    cotangent = torch.randn(2, 3, dtype=torch.float64)
+    eps = 1e-6
+    with torch.no_grad():
+        numeric = ((head(act + eps * direction) - head(act - eps * direction)) / (2 * eps)
+                   * cotangent).sum()
+    analytic = (pullback(cotangent) * direction).sum()
+    torch.testing.assert_close(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_pullback_under_vmap_equals_a_loop():
+    model, _, _ = counted_model()
+    x = torch.randn(3, 3, 5, 5, dtype=torch.float64)
+    _, _, pullback = gf.layer_vjp(model, model[3], x)
+    cotangents = torch.randn(4, 3, 3, dtype=torch.float64)
+    assert_close(torch.func.vmap(pullback)(cotangents),
+                 torch.stack([pullback(c) for c in cotangents]))
+
+
+def test_tuple_activation_gives_tuple_gradients():
+    case = ZOO["tuple_output"](torch.float64)
+    output, acts, pullback = gf.layer_vjp(case.model, case.layer, case.inputs[0])
+    grads = pullback(torch.ones_like(output))
+    assert isinstance(acts, tuple) and isinstance(grads, tuple)
+    assert [a.shape for a in acts] == [g.shape for g in grads]
+
+
+def test_attribute_to_layer_input_is_the_layer_input():
+    model, _, _ = counted_model()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    _, act, _ = gf.layer_vjp(model, model[3], x, attribute_to_layer_input=True)
+    assert_close(act, model[:3](x).detach())
+
+
+def test_one_forward_per_call_and_no_probe_once_cached():
+    model, before, after = counted_model()
+    for shape in [(2, 3, 5, 5), (2, 3, 7, 7)]:  # each shape is new to the cache
+        x = torch.randn(*shape, dtype=torch.float64)
+        before.calls = after.calls = 0
+        gf.layer_vjp(model, model[3], x)
+        # The first call probes the activation's shape, stopping at the layer: the
+        # trunk may run for the probe, the part after the layer runs once.
+        assert after.calls == 1 and before.calls <= 2
+        before.calls = after.calls = 0
+        output, _, pullback = gf.layer_vjp(model, model[3], x)
+        pullback(torch.ones_like(output))
+        pullback(torch.ones_like(output))
+        assert before.calls == 1 and after.calls == 1
+
+
+def test_multi_target_runs_the_forward_once():
+    model, before, after = counted_model()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    gf.grad_cam(model, model[3], x, 0)
+    before.calls = after.calls = 0
+    gf.grad_cam(model, model[3], x, targets=[0, 1, 2, (1,), [0, 2]])
+    assert before.calls == 1 and after.calls == 1
+
+
+def test_a_stale_cached_shape_is_corrected():
+    """A callable model whose layer shape changes with a non-tensor setting it hides."""
+    model, _, _ = counted_model()
+    crop = {"size": 5}
+    fn = lambda x: model(x[..., :crop["size"], :crop["size"]])  # noqa: E731
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    first = gf.grad_cam(fn, model[3], x, 1)
+    crop["size"] = 6  # same input signature, different activation shape
+    second = gf.grad_cam(fn, model[3], x, 1)
+    assert first.shape[-1] == 5 and second.shape[-1] == 6
+    assert_close(second, gf.grad_cam(model, model[3], x[..., :6, :6], 1))
