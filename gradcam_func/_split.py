@@ -89,9 +89,25 @@ def _layer_name(model, module):
 
 
 def _run(model, params, args):
-    if params is None:
-        return model(*args)
-    return torch.func.functional_call(model, params, args)
+    """``model(*args)`` with ``params`` swapped in -> (output, the buffers it ran with).
+
+    Buffers are cloned first, so a forward that updates them in place (BatchNorm's
+    running statistics in train mode) writes to tensors of its own: torch.func forbids
+    mutating tensors captured from outside a transform, and the module stays untouched.
+    """
+    if not isinstance(model, nn.Module):
+        return model(*args), {}
+    params = params or {}
+    buffers = {name: params.get(name, buffer).clone()
+               for name, buffer in model.named_buffers()}
+    return torch.func.functional_call(model, {**params, **buffers}, args), buffers
+
+
+def _write_back(model, buffers):
+    """Copy a forward's updated buffers into the module, as a plain forward would."""
+    with torch.no_grad():
+        for name, buffer in buffers.items():
+            model.get_buffer(name).copy_(buffer)
 
 
 def _signature(args, attribute_to_layer_input):
@@ -120,8 +136,8 @@ def _probe(model, module, args, params, attribute_to_layer_input):
                         if isinstance(a, torch.Tensor) and a.device.type == "cuda"}
         with torch.random.fork_rng(devices=list(accelerators)), torch.no_grad():
             if isinstance(model, nn.Module):
-                state = dict(model.named_parameters(remove_duplicate=False))
-                state.update(model.named_buffers(remove_duplicate=False))
+                state = dict(model.named_parameters())
+                state.update(model.named_buffers())
                 state.update(params or {})
                 meta_state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
                               for k, v in state.items()}
@@ -135,11 +151,7 @@ def _probe(model, module, args, params, attribute_to_layer_input):
                     return found.spec
                 except Exception:
                     pass  # the model does not run on meta tensors; probe for real
-                buffers = {k: v.clone() for k, v in model.named_buffers(remove_duplicate=False)}
-                buffers.update(params or {})
-                torch.func.functional_call(model, buffers, args)
-            else:
-                model(*args)
+            _run(model, params, args)
     except _Found as found:
         return found.spec
     finally:
@@ -207,7 +219,7 @@ def _split_with(model, module, args, params, attribute_to_layer_input, spec, cal
 
         handle = _register(module, attribute_to_layer_input, perturb)
         try:
-            output = _run(model, params, args)
+            output, buffers = _run(model, params, args)
         finally:
             handle.remove()
         if not seen:
@@ -217,11 +229,13 @@ def _split_with(model, module, args, params, attribute_to_layer_input, spec, cal
                 f"{call}(model, ...): the model must return a Tensor of scores, got "
                 f"{type(output).__name__}. Wrap it to return the Tensor to explain."
             )
-        return output, seen[0]
+        return output, (seen[0], buffers)
 
     zeros = tuple(torch.zeros(shape, dtype=dtype, device=args[0].device)
                   for _, shape, dtype in spec)
-    output, vjp_fn, acts = torch.func.vjp(forward, *zeros, has_aux=True)
+    output, vjp_fn, (acts, buffers) = torch.func.vjp(forward, *zeros, has_aux=True)
+    if params is None and not retrieve_all_functorch_interpreters():
+        _write_back(model, buffers)
     return output, acts, vjp_fn
 
 
