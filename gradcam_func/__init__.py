@@ -1,11 +1,15 @@
 """Grad-CAM as pure functions on ``torch.func``."""
 
-from . import ops
+from . import ops, viz
 from ._checks import GradCamError
 from ._grad_cam import grad_cam
 from ._interpolate import interpolate
 from ._split import layer_vjp
 from ._targets import top_k
+from .ops import normalize
 
-__all__ = ["grad_cam", "layer_vjp", "top_k", "interpolate", "ops", "GradCamError"]
+__all__ = [
+    "grad_cam", "layer_vjp", "top_k", "interpolate", "normalize", "ops", "viz",
+    "GradCamError",
+]
 __version__ = "0.1.0"

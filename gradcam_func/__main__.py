@@ -1,4 +1,4 @@
-"""The ``gradcam-func`` command: ``demo`` and ``explain-dataset``.
+"""The ``gradcam-func`` command line.
 
 Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
 ``run(args)``; this file only wires them to argparse.
@@ -10,7 +10,6 @@ import sys
 
 COMMANDS = {
     "demo": ("gradcam_func._demo", "train a tiny CNN on synthetic shapes and explain it"),
-    "explain-dataset": ("gradcam_func._dataset", "explain a whole data set into shards"),
 }
 
 

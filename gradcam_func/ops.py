@@ -8,7 +8,7 @@ Shape letters: B batch, C channels, S spatial (any number of axes, possibly none
 
 from array_api_compat import array_namespace
 
-__all__ = ["pool_gradients", "weight_activations", "relu", "grad_cam_from"]
+__all__ = ["pool_gradients", "weight_activations", "relu", "grad_cam_from", "normalize"]
 
 
 def pool_gradients(grads):
@@ -53,3 +53,17 @@ def grad_cam_from(acts, grads, *, relu=False, sum_channels=True):
 
 
 _relu = relu
+
+
+def normalize(cams, eps=1e-12):
+    """Each map scaled to [0, 1] by its own min and max.
+
+    cams: (B, C, *S), normalized over S for each (b, c); an array with ndim <= 2 is
+    one map, normalized over all its axes. A constant map becomes all zeros rather
+    than dividing by zero.
+    """
+    xp = array_namespace(cams)
+    axes = tuple(range(2, cams.ndim)) if cams.ndim > 2 else tuple(range(cams.ndim))
+    low = xp.min(cams, axis=axes, keepdims=True)
+    span = xp.max(cams, axis=axes, keepdims=True) - low
+    return (cams - low) / xp.where(span > eps, span, xp.ones_like(span))
