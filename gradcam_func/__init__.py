@@ -13,3 +13,12 @@ __all__ = [
     "GradCamError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``to_jax`` / ``to_torch`` live in gradcam_func.jax, imported on first use only."""
+    if name in ("to_jax", "to_torch"):
+        from . import jax
+
+        return getattr(jax, name)
+    raise AttributeError(f"module 'gradcam_func' has no attribute {name!r}")

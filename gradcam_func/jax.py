@@ -1,0 +1,203 @@
+"""Grad-CAM for JAX: the same pipeline with ``jax.vjp`` and ``jax.vmap``.
+
+The only module of gradcam_func that imports jax. A JAX model is explained either
+split by hand into ``trunk(inputs) -> activation`` and ``head(activation) -> output``,
+or, for a Flax linen module, at a submodule named by its path (``grad_cam_flax``),
+reached with ``flax.linen.intercept_methods``: no hand-splitting.
+
+Shapes follow the torch side: activation (B, C, *S) gives a CAM (B, 1, *S), K targets
+give (K, B, 1, *S). JAX convolutions are usually channels-last, (B, *S, C): pass
+``channel_axis=-1`` and the CAM comes back channels-last too, (B, *S, 1).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import ops
+from ._checks import GradCamError
+from ._targets import TopK, top_k
+
+__all__ = ["grad_cam", "layer_vjp", "grad_cam_flax", "flax_layer_vjp", "top_k",
+           "to_jax", "to_torch"]
+
+
+def layer_vjp(trunk, head, inputs):
+    """``(output, activation, pullback)`` for a model split as ``head(trunk(inputs))``.
+
+    pullback(cotangent shaped like output) -> gradient at the activation; map it over
+    stacked cotangents with ``jax.vmap``.
+    """
+    acts = trunk(inputs)
+    output, vjp_fn = jax.vjp(head, acts)
+    return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
+
+
+def _index(index, output, argument, call):
+    for axis, (i, size) in enumerate(zip(index, output.shape[1:]), start=1):
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise GradCamError(f"{call}(..., {argument}={index!r}): index entries must be "
+                               f"ints, got {type(i).__name__}.")
+        if not -size <= i < size:
+            raise GradCamError(
+                f"{call}(..., {argument}={index if len(index) > 1 else index[0]!r}): index "
+                f"{i} is out of range for axis {axis} of the model's output, which has "
+                f"shape {tuple(output.shape)}.")
+    if len(index) != output.ndim - 1:
+        raise GradCamError(
+            f"{call}(..., {argument}={index!r}): has {len(index)} indices, but selecting one "
+            f"score per example of an output of shape {tuple(output.shape)} needs exactly "
+            f"{output.ndim - 1}.")
+    return jnp.zeros_like(output).at[(slice(None), *index)].set(1)
+
+
+def cotangent(output, target, argument="target", call="grad_cam"):
+    """The cotangent (shaped like ``output``) selecting ``target``'s score per example.
+
+    target: None (one score per example), an int, a tuple of ints, an integer array of
+    shape (B,) (one class per example, output (B, N)), or a callable output -> (B,).
+    """
+    batch = output.shape[0]
+    if target is None:
+        if output.ndim == 0 or output[0].size != 1:
+            raise GradCamError(
+                f"{call}(..., {argument}=None): without a target the model must return one "
+                f"score per example, but its output has shape {tuple(output.shape)}.")
+        return jnp.ones_like(output)
+    if callable(target):
+        score, vjp_fn = jax.vjp(target, output)
+        if getattr(score, "shape", None) != (batch,):
+            raise GradCamError(
+                f"{call}(..., {argument}={getattr(target, '__name__', 'fn')}): a callable "
+                f"target must map the output {tuple(output.shape)} to one score per example, "
+                f"shape ({batch},); it returned {getattr(score, 'shape', type(score))}.")
+        return vjp_fn(jnp.ones_like(score))[0]
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        target = (target,)
+    if isinstance(target, tuple):
+        return _index(target, output, argument, call)
+    classes = jnp.asarray(target)
+    if not jnp.issubdtype(classes.dtype, jnp.integer) or classes.ndim > 1:
+        raise GradCamError(
+            f"{call}(..., {argument}=...): expected None, an int, a tuple of ints, an integer "
+            f"array of shape ({batch},), or a callable output -> (B,) score; got "
+            f"{type(target).__name__} of shape {getattr(classes, 'shape', '?')}.")
+    if output.ndim != 2:
+        raise GradCamError(
+            f"{call}(..., {argument}=...): an array of class indices needs an output of "
+            f"shape (B, N), got {tuple(output.shape)}.")
+    if classes.ndim == 0:
+        return jnp.zeros_like(output).at[:, classes].set(1)
+    if classes.shape[0] != batch:
+        raise GradCamError(
+            f"{call}(..., {argument}=...): a per-example target needs one entry per example: "
+            f"got {classes.shape[0]} entries for a batch of {batch}.")
+    return jnp.zeros_like(output).at[jnp.arange(batch), classes].set(1)
+
+
+def _explain(output, acts, pullback, target, targets, relu, sum_channels, channel_axis,
+             call):
+    """Shared by grad_cam and grad_cam_flax: cotangents, vmap of the pullback, ops."""
+    if target is not None and targets is not None:
+        raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
+
+    def cams_of(cot):
+        grads = jnp.moveaxis(pullback(cot), channel_axis, 1)
+        cam = ops.grad_cam_from(jnp.moveaxis(acts, channel_axis, 1), grads, relu=relu,
+                                sum_channels=sum_channels)
+        return jnp.moveaxis(cam, 1, channel_axis)
+
+    if targets is None:
+        return cams_of(cotangent(output, target, call=call))
+    classes = None
+    if isinstance(targets, TopK):
+        if output.ndim != 2 or output.shape[1] < targets.k:
+            raise GradCamError(f"{call}(..., targets={targets!r}): needs an output of shape "
+                               f"(B, N) with N >= {targets.k}, got {tuple(output.shape)}.")
+        classes = jax.lax.top_k(jax.lax.stop_gradient(output), targets.k)[1].T
+        targets = list(classes)
+    if len(targets) == 0:
+        raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")
+    cotangents = jnp.stack([cotangent(output, t, f"targets[{k}]", call)
+                            for k, t in enumerate(targets)])
+    cams = jax.vmap(cams_of)(cotangents)
+    return cams if classes is None else (cams, classes)
+
+
+def grad_cam(trunk, head, inputs, target=None, *, targets=None, relu=False,
+             sum_channels=True, channel_axis=1):
+    """Grad-CAM of ``head(trunk(inputs))`` at the activation ``trunk(inputs)``.
+
+    Activation (B, C, *S) (or channels at ``channel_axis``); returns (B, 1, *S), or
+    (K, B, 1, *S) for ``targets`` (K targets, one forward, one vmap over the pullback);
+    with ``targets=top_k(k)`` returns (cams, classes (k, B)). jit-compatible.
+    """
+    output, acts, pullback = layer_vjp(trunk, head, inputs)
+    return _explain(output, acts, pullback, target, targets, relu, sum_channels,
+                    channel_axis, "grad_cam")
+
+
+def flax_layer_vjp(model, variables, inputs, layer):
+    """``(output, activation, pullback)`` of a Flax linen ``model`` at submodule ``layer``.
+
+    layer: the submodule's path as a dotted name, e.g. ``"conv2"`` or ``"block.conv"``.
+    One forward pass; the activation's shape comes from ``jax.eval_shape`` (no compute).
+    """
+    import flax.linen as nn
+
+    path = tuple(layer.split("."))
+    call = "grad_cam_flax"
+
+    def run(perturbation):
+        seen = []
+
+        def interceptor(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if context.method_name != "__call__" or context.module.path != path:
+                return out
+            if seen:
+                raise GradCamError(f"{call}(..., layer={layer!r}): the submodule is called "
+                                   "more than once in one forward pass, so its activation "
+                                   "is ambiguous. Pick a submodule that runs once.")
+            seen.append(out)
+            return out if perturbation is None else out + perturbation
+
+        with nn.intercept_methods(interceptor):
+            output = model.apply(variables, inputs)
+        if not seen:
+            raise GradCamError(f"{call}(..., layer={layer!r}): no submodule with that path "
+                               "ran in the forward pass. Paths are the names in "
+                               "variables['params'], joined with dots.")
+        return output, seen[0]
+
+    spec = jax.eval_shape(lambda: run(None)[1])
+    zeros = jnp.zeros(spec.shape, spec.dtype)
+    output, vjp_fn, acts = jax.vjp(run, zeros, has_aux=True)
+    return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
+
+
+def grad_cam_flax(model, variables, inputs, layer, target=None, *, targets=None,
+                  relu=False, sum_channels=True, channel_axis=-1):
+    """Grad-CAM of a Flax linen ``model`` at the submodule ``layer`` (dotted path).
+
+    Flax convolutions are channels-last, so ``channel_axis`` defaults to -1: an
+    activation (B, *S, C) gives (B, *S, 1), or (K, B, *S, 1) for ``targets``.
+    """
+    output, acts, pullback = flax_layer_vjp(model, variables, inputs, layer)
+    return _explain(output, acts, pullback, target, targets, relu, sum_channels,
+                    channel_axis, "grad_cam_flax")
+
+
+def to_jax(tensor):
+    """A torch tensor as a JAX array through DLPack: no copy for a contiguous CPU tensor.
+
+    The tensor is detached first (DLPack carries no autograd graph).
+    """
+    return jnp.from_dlpack(tensor.detach())
+
+
+def to_torch(array):
+    """A JAX array as a torch tensor through DLPack, sharing memory where both allow."""
+    import torch
+
+    return torch.from_dlpack(array)

@@ -1,0 +1,152 @@
+"""gradcam_func.jax: targets, stacking, jit, Flax without hand-splitting, DLPack."""
+
+import flax.linen as fnn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import gradcam_func.jax as gj
+from gradcam_func import GradCamError
+
+
+def split_model(seed=0):
+    """trunk: (B, 3, 6, 6) -> (B, 4, 6, 6); head: -> (B, 5)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    w1 = jax.random.normal(k1, (4, 3, 3, 3)) * 0.5
+    w2 = jax.random.normal(k2, (5, 4)) * 0.5
+
+    def trunk(x):
+        return jnp.tanh(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME",
+                                                     dimension_numbers=("NCHW", "OIHW", "NCHW")))
+
+    def head(a):
+        return jax.nn.softplus(a).mean((2, 3)) @ w2.T
+
+    return trunk, head
+
+
+@pytest.fixture
+def setup():
+    trunk, head = split_model()
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 6, 6))
+    return trunk, head, x
+
+
+def by_hand(trunk, head, x, score):
+    """Grad-CAM from jax.grad of a score, written out apart from the library."""
+    acts = trunk(x)
+    grads = jax.grad(lambda a: score(head(a)).sum())(acts)
+    return (grads.mean((2, 3), keepdims=True) * acts).sum(1, keepdims=True)
+
+
+def test_every_target_form(setup):
+    trunk, head, x = setup
+    classes = jnp.array([0, 4, 2])
+    contrast = lambda o: o[:, 0] - o[:, 1]  # noqa: E731
+    forms = [
+        (2, lambda o: o[:, 2]),
+        ((3,), lambda o: o[:, 3]),
+        (jnp.array(1), lambda o: o[:, 1]),
+        (classes, lambda o: o[jnp.arange(3), classes]),
+        (contrast, contrast),
+    ]
+    for target, score in forms:
+        np.testing.assert_allclose(gj.grad_cam(trunk, head, x, target),
+                                   by_hand(trunk, head, x, score), rtol=1e-5, atol=1e-6)
+
+
+def test_targets_stack_the_single_calls_and_top_k(setup):
+    trunk, head, x = setup
+    targets = [0, jnp.array([1, 2, 3]), lambda o: jax.nn.log_softmax(o)[:, 4]]
+    stacked = gj.grad_cam(trunk, head, x, targets=targets, relu=True)
+    for k, t in enumerate(targets):
+        np.testing.assert_allclose(stacked[k], gj.grad_cam(trunk, head, x, t, relu=True),
+                                   rtol=1e-5, atol=1e-6)
+    cams, classes = gj.grad_cam(trunk, head, x, targets=gj.top_k(2))
+    np.testing.assert_array_equal(classes, jax.lax.top_k(head(trunk(x)), 2)[1].T)
+    np.testing.assert_allclose(cams[1], gj.grad_cam(trunk, head, x, classes[1]), rtol=1e-5)
+
+
+def test_jit_gives_the_eager_result(setup):
+    trunk, head, x = setup
+    jitted = jax.jit(lambda x: gj.grad_cam(trunk, head, x, targets=[1, 3], relu=True))
+    np.testing.assert_allclose(jitted(x), gj.grad_cam(trunk, head, x, targets=[1, 3], relu=True),
+                               rtol=1e-5, atol=1e-6)
+    per_example = jax.jit(lambda x, c: gj.grad_cam(trunk, head, x, c))
+    np.testing.assert_allclose(per_example(x, jnp.array([0, 1, 2])),
+                               gj.grad_cam(trunk, head, x, jnp.array([0, 1, 2])), rtol=1e-5)
+
+
+def test_channels_last(setup):
+    trunk, head, x = setup
+    last = gj.grad_cam(lambda x: jnp.moveaxis(trunk(x), 1, -1),
+                       lambda a: head(jnp.moveaxis(a, -1, 1)), x, 2, channel_axis=-1)
+    np.testing.assert_allclose(jnp.moveaxis(last, -1, 1), gj.grad_cam(trunk, head, x, 2),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_layer_vjp_pullback_is_the_gradient(setup):
+    trunk, head, x = setup
+    output, acts, pullback = gj.layer_vjp(trunk, head, x)
+    cot = jax.random.normal(jax.random.PRNGKey(2), output.shape)
+    expected = jax.grad(lambda a: (head(a) * cot).sum())(acts)
+    np.testing.assert_allclose(pullback(cot), expected, rtol=1e-5, atol=1e-6)
+
+
+class FlaxNet(fnn.Module):
+    @fnn.compact
+    def __call__(self, x):
+        x = fnn.relu(fnn.Conv(4, (3, 3), name="conv1")(x))
+        x = fnn.Conv(6, (3, 3), name="conv2")(x)
+        return fnn.Dense(3, name="fc")(jnp.tanh(x).mean((1, 2)))
+
+
+def test_flax_model_without_hand_splitting():
+    model = FlaxNet()
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    p = variables["params"]
+
+    def trunk(x):
+        h = fnn.relu(fnn.Conv(4, (3, 3)).apply({"params": p["conv1"]}, x))
+        return jnp.moveaxis(fnn.Conv(6, (3, 3)).apply({"params": p["conv2"]}, h), -1, 1)
+
+    def head(a):
+        return fnn.Dense(3).apply({"params": p["fc"]}, jnp.tanh(jnp.moveaxis(a, 1, -1)).mean((1, 2)))
+
+    ours = gj.grad_cam_flax(model, variables, x, "conv2", targets=[0, 2])
+    expected = jnp.stack([by_hand(trunk, head, x, lambda o, c=c: o[:, c]) for c in (0, 2)])
+    np.testing.assert_allclose(jnp.moveaxis(ours, -1, 2), expected, rtol=1e-5, atol=1e-6)
+    jitted = jax.jit(lambda x: gj.grad_cam_flax(model, variables, x, "conv2", 1))
+    np.testing.assert_allclose(jitted(x), gj.grad_cam_flax(model, variables, x, "conv2", 1),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(GradCamError, match=r"grad_cam_flax\(\.\.\., layer='conv9'\): no "
+                                           r"submodule with that path ran"):
+        gj.grad_cam_flax(model, variables, x, "conv9", 1)
+
+
+def test_errors(setup):
+    trunk, head, x = setup
+    with pytest.raises(GradCamError, match=r"target=7\): index 7 is out of range for axis 1"):
+        gj.grad_cam(trunk, head, x, 7)
+    with pytest.raises(GradCamError, match=r"got 2 entries for a batch of 3"):
+        gj.grad_cam(trunk, head, x, jnp.array([0, 1]))
+    with pytest.raises(GradCamError, match=r"target=None\): without a target"):
+        gj.grad_cam(trunk, head, x)
+    with pytest.raises(GradCamError, match=r"targets\[1\]=9\): index 9 is out of range"):
+        gj.grad_cam(trunk, head, x, targets=[0, (9,)])
+    with pytest.raises(GradCamError, match=r"pass one of them"):
+        gj.grad_cam(trunk, head, x, 1, targets=[1])
+
+
+def test_dlpack_round_trip_shares_memory():
+    tensor = torch.randn(3, 4)
+    array = gj.to_jax(tensor)
+    np.testing.assert_array_equal(np.asarray(array), tensor.numpy())
+    assert array.unsafe_buffer_pointer() == tensor.data_ptr()
+    back = gj.to_torch(array)
+    assert back.data_ptr() == tensor.data_ptr() and torch.equal(back, tensor)
+    leaf = torch.ones(2, requires_grad=True)  # detached, not refused
+    np.testing.assert_array_equal(np.asarray(gj.to_jax(leaf)), [1.0, 1.0])
