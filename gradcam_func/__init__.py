@@ -1,16 +1,18 @@
 """Grad-CAM as pure functions on ``torch.func``."""
 
-from . import ops, viz
+from . import ops, variants, viz
+from ._cam import cam
 from ._checks import GradCamError
 from ._grad_cam import grad_cam
+from ._guided import guided_backprop, guided_grad_cam
 from ._interpolate import interpolate
 from ._split import layer_vjp
 from ._targets import top_k
 from .ops import normalize
 
 __all__ = [
-    "grad_cam", "layer_vjp", "top_k", "interpolate", "normalize", "ops", "viz",
-    "GradCamError",
+    "grad_cam", "layer_vjp", "top_k", "cam", "guided_backprop", "guided_grad_cam",
+    "interpolate", "normalize", "ops", "variants", "viz", "GradCamError",
 ]
 __version__ = "0.1.0"
 

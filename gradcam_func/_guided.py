@@ -1,0 +1,111 @@
+"""Guided backpropagation and Guided Grad-CAM, functionally.
+
+Guided backpropagation lets a ReLU pass a gradient back only where both the gradient
+and the ReLU's output are positive. Here that rule is a custom VJP (a
+``torch.autograd.Function`` that vmaps), swapped in for the model's ``nn.ReLU`` modules
+by forward hooks that live only inside one call: no global state, nothing left behind.
+Like Captum, only ``nn.ReLU`` modules are guided, not ``torch.relu`` calls.
+"""
+
+import torch
+from torch import nn
+
+from ._checks import GradCamError, as_args_tuple, as_tensor_tuple
+from ._grad_cam import grad_cam
+from ._interpolate import interpolate
+from ._split import _eager_no_grad, _run
+from ._targets import TopK, cotangent, cotangents
+
+__all__ = ["guided_backprop", "guided_grad_cam"]
+
+
+class _GuidedReLU(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (output,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (output > 0)
+
+
+def _guide(model):
+    """Forward hooks making every nn.ReLU of ``model`` guided; returns their handles."""
+    if not isinstance(model, nn.Module):
+        return []
+    return [m.register_forward_hook(lambda _, args, out: _GuidedReLU.apply(args[0]))
+            for m in model.modules() if isinstance(m, nn.ReLU)]
+
+
+def guided_backprop(model, inputs, target=None, *, targets=None,
+                    additional_forward_args=None, params=None, chunk_size=None):
+    """Guided-backprop gradients at the inputs: like ``inputs`` (a tuple for a tuple).
+
+    With ``targets`` (K of them, one forward) every result gains a leading K axis.
+    """
+    call = "guided_backprop"
+    if target is not None and targets is not None:
+        raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
+    is_tuple = isinstance(inputs, tuple)
+    inputs = as_tensor_tuple(inputs, call)
+    extra = as_args_tuple(additional_forward_args)
+
+    def forward(*xs):
+        handles = _guide(model)
+        try:
+            return _run(model, params, xs + extra)[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    with _eager_no_grad():
+        output, vjp_fn = torch.func.vjp(forward, *inputs)
+        if targets is None:
+            grads = vjp_fn(cotangent(output, target, call))
+        else:
+            if isinstance(targets, TopK):
+                targets = list(targets.classes(output, call))
+            grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(
+                cotangents(output, targets, call))
+    return grads if is_tuple else grads[0]
+
+
+def guided_grad_cam(model, layer, inputs, target=None, *, targets=None,
+                    additional_forward_args=None, params=None, attribute_to_layer_input=False,
+                    interpolate_mode="nearest", chunk_size=None):
+    """Guided backprop times the ReLU'd Grad-CAM upsampled to each input's size.
+
+    Captum's ``GuidedGradCam``: for input (B, C, *S) returns (B, C, *S) (a tuple for a
+    tuple of inputs); with ``targets``, (K, B, C, *S). Two forward passes: one for
+    Grad-CAM, one through the guided ReLUs.
+    """
+    common = dict(additional_forward_args=additional_forward_args, params=params,
+                  chunk_size=chunk_size)
+    if isinstance(targets, TopK):
+        raise GradCamError("guided_grad_cam(..., targets=top_k(k)): pass the classes "
+                           "explicitly, e.g. from grad_cam(..., targets=top_k(k)).")
+    cams = grad_cam(model, layer, inputs, target, targets=targets, relu=True,
+                    attribute_to_layer_input=attribute_to_layer_input, **common)
+    if isinstance(cams, tuple):
+        raise GradCamError(
+            "guided_grad_cam(..., layer=...): the layer's output holds several tensors; "
+            "Guided Grad-CAM needs one map per example. Pick a layer with one output.")
+    guided = guided_backprop(model, inputs, target, targets=targets, **common)
+    is_tuple = isinstance(guided, tuple)
+    results = []
+    for x, g in zip(as_tensor_tuple(inputs, "guided_grad_cam"), guided if is_tuple else (guided,)):
+        size = tuple(x.shape[2:])
+        if targets is None:
+            up = interpolate(cams, size, interpolate_mode)
+        else:
+            flat = interpolate(cams.flatten(0, 1), size, interpolate_mode)
+            up = flat.reshape(cams.shape[:3] + size)
+        results.append(g * up)
+    return tuple(results) if is_tuple else results[0]

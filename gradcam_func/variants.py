@@ -1,0 +1,81 @@
+"""The CAM variants as pure, array-generic functions of (acts, grads).
+
+Each ``*_from(acts, grads, *, relu=False, sum_channels=True)`` takes a layer's
+activations and the gradients of one score at them, both (B, C, *S), and returns the
+map (B, 1, *S) (or (B, C, *S) without channel summation), like ``ops.grad_cam_from``.
+They differ only in how channels (or positions) are weighted:
+
+- Grad-CAM (Selvaraju et al., 2017): w_c = mean_S g_c.
+- Grad-CAM++ (Chattopadhay et al., 2018): w_c = sum_S alpha_c * relu(g_c), with
+  alpha_c = g_c^2 / (2 g_c^2 + sum_S(A_c) g_c^3) (0 where the denominator is 0).
+  The closed form assumes the score is the exponential of the logit, so the second and
+  third derivatives are powers of the first; as in common implementations, the
+  gradients of the score itself stand in for those of its exponential.
+- XGradCAM (Fu et al., 2020): w_c = sum_S(g_c * A_c) / (sum_S A_c + eps).
+- HiResCAM (Draelos & Carin, 2020): no pooling, the map is sum_c g_c * A_c.
+- LayerCAM (Jiang et al., 2021): no pooling, the map is sum_c relu(g_c) * A_c.
+"""
+
+from array_api_compat import array_namespace
+
+from .ops import grad_cam_from, relu as _relu, weight_activations
+
+__all__ = ["gradcam_pp_weights", "xgradcam_weights", "gradcam_pp_from", "xgradcam_from",
+           "hirescam_from", "layercam_from", "METHODS"]
+
+
+def _spatial_sum(x):
+    xp = array_namespace(x)
+    if x.ndim <= 2:
+        return x
+    return xp.sum(x, axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+def gradcam_pp_weights(acts, grads):
+    """Grad-CAM++ channel weights: (B, C, *S) -> (B, C, 1, ..., 1)."""
+    xp = array_namespace(acts, grads)
+    squared = grads * grads
+    denominator = 2 * squared + _spatial_sum(acts) * squared * grads
+    nonzero = denominator != 0
+    alpha = xp.where(nonzero, squared / xp.where(nonzero, denominator, xp.ones_like(denominator)),
+                     xp.zeros_like(denominator))
+    return _spatial_sum(alpha * _relu(grads))
+
+
+def xgradcam_weights(acts, grads, eps=1e-7):
+    """XGradCAM channel weights: (B, C, *S) -> (B, C, 1, ..., 1)."""
+    return _spatial_sum(grads * acts) / (_spatial_sum(acts) + eps)
+
+
+def _finish(cam, relu):
+    return _relu(cam) if relu else cam
+
+
+def gradcam_pp_from(acts, grads, *, relu=False, sum_channels=True):
+    """Grad-CAM++ map: (B, 1, *S), or (B, C, *S) with ``sum_channels=False``."""
+    return _finish(weight_activations(gradcam_pp_weights(acts, grads), acts, sum_channels),
+                   relu)
+
+
+def xgradcam_from(acts, grads, *, relu=False, sum_channels=True):
+    """XGradCAM map: (B, 1, *S), or (B, C, *S) with ``sum_channels=False``."""
+    return _finish(weight_activations(xgradcam_weights(acts, grads), acts, sum_channels), relu)
+
+
+def hirescam_from(acts, grads, *, relu=False, sum_channels=True):
+    """HiResCAM map, element-wise gradient times activation: (B, 1, *S) or (B, C, *S)."""
+    return _finish(weight_activations(grads, acts, sum_channels), relu)
+
+
+def layercam_from(acts, grads, *, relu=False, sum_channels=True):
+    """LayerCAM map, positive gradient times activation: (B, 1, *S) or (B, C, *S)."""
+    return _finish(weight_activations(_relu(grads), acts, sum_channels), relu)
+
+
+METHODS = {
+    "gradcam": grad_cam_from,
+    "gradcam++": gradcam_pp_from,
+    "xgradcam": xgradcam_from,
+    "hirescam": hirescam_from,
+    "layercam": layercam_from,
+}
