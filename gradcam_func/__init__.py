@@ -3,6 +3,7 @@
 from . import ops, variants, viz
 from ._cam import cam
 from ._checks import GradCamError
+from ._dataset import explain_dataset, load_cams
 from ._grad_cam import grad_cam
 from ._guided import guided_backprop, guided_grad_cam
 from ._interpolate import interpolate
@@ -12,7 +13,8 @@ from .ops import normalize
 
 __all__ = [
     "grad_cam", "layer_vjp", "top_k", "cam", "guided_backprop", "guided_grad_cam",
-    "interpolate", "normalize", "ops", "variants", "viz", "GradCamError",
+    "interpolate", "normalize", "explain_dataset", "load_cams", "ops", "variants", "viz",
+    "GradCamError",
 ]
 __version__ = "0.1.0"
 
