@@ -1,0 +1,95 @@
+"""explain_dataset throughput: examples per second for 1 and 2 processes, K = 1 and 10.
+
+    python benchmarks/dataset_throughput.py
+
+A ResNet-18 at width 16 on 8,192 random 64x64 images (`layer4`, batch 64, float16
+shards). Two processes run under torchrun with the gloo backend, each explaining half
+the data set with torch limited to one thread, against one process with two threads.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+N = 8192
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self):
+        self.images = torch.randn(N, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def make_model():
+    from resnet import resnet18
+
+    torch.manual_seed(0)
+    return resnet18(num_classes=100, width=16).eval()
+
+
+def job(out, k):
+    """One run (a rank, under torchrun): explain everything for classes 0..k-1."""
+    import gradcam_func as gf
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        torch.set_num_threads(1)
+        torch.distributed.init_process_group("gloo")
+    try:
+        gf.explain_dataset(make_model(), "layer4", Images(), targets=list(range(k)),
+                           out=out, batch_size=64, shard_size=512, progress=False)
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(command):
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=HERE, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main():
+    print("| processes | K | seconds (incl. start-up) | examples/s |")
+    print("|---|---|---|---|")
+    for k in (1, 10):
+        for processes in (1, 2):
+            out = tempfile.mkdtemp()
+            try:
+                if processes == 1:
+                    command = [sys.executable, __file__, "--job", out, str(k)]
+                else:
+                    command = [sys.executable, "-m", "torch.distributed.run",
+                               "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                               "--master_port", str(free_port()), __file__, "--job", out,
+                               str(k)]
+                seconds = timed(command)
+            finally:
+                shutil.rmtree(out)
+            print(f"| {processes} | {k} | {seconds:.1f} | {N / seconds:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--job"]:
+        sys.path.insert(0, HERE)
+        job(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()
