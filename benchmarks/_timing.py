@@ -2,7 +2,6 @@
 
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -23,9 +22,17 @@ def once_seconds(fn):
     return timer.timeit(1).median
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field):
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in bytes.
+
+    VmHWM, the peak RSS, starts afresh at exec; ru_maxrss would not: it keeps the
+    parent's peak from before the fork, which makes every child look as big as it.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def peak_memory_bytes(script, *args):
@@ -41,7 +48,6 @@ def peak_memory_bytes(script, *args):
 
 def report_peak(fn):
     """Run ``fn()`` once and print the peak RSS it added above the process's current RSS."""
-    before = _rss_bytes()
+    before = _status_bytes("VmRSS")
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_bytes": max(peak - before, 0)}))
+    print(json.dumps({"peak_bytes": max(_status_bytes("VmHWM") - before, 0)}))

@@ -2,6 +2,7 @@
 
     python benchmarks/multi_target.py            # the full table (about 30 minutes on 2 cores)
     python benchmarks/multi_target.py --quick    # ResNet-18 layer4 only (a few minutes)
+    python benchmarks/multi_target.py --ks 100 --chunks 100 25 10 4   # chunk sizes
 
 Every method gets the same model and inputs in the same run, and the results are
 checked to agree before anything is timed. Times are medians of
@@ -122,6 +123,20 @@ def time_table(models, layers, batches, ks, loop_once_up_to):
                           f"{ratio(t_rep, t_ours)} |", flush=True)
 
 
+def chunk_table(models, layers, batch, k, chunk_sizes):
+    """gradcam_func alone at one K for several chunk sizes (time of one run each)."""
+    print("| model | layer | B | K | chunk_size | gradcam_func s |")
+    print("|---|---|---|---|---|---|")
+    for model_name in models:
+        model, x = setup(model_name, batch)
+        for layer in layers:
+            for chunk in chunk_sizes:
+                fn = method_fn("gradcam_func", model, layer, x, k, chunk)
+                fn()  # warm the shape cache
+                print(f"| {model_name} | {layer} | {batch} | {k} | {chunk} | "
+                      f"{once_seconds(fn):.3f} |", flush=True)
+
+
 def memory_table(configs):
     print("| model | layer | B | K | method | chunk_size | peak GiB |")
     print("|---|---|---|---|---|---|---|")
@@ -147,14 +162,17 @@ def main(argv=None):
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 10, 100])
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-time", action="store_true")
+    parser.add_argument("--chunks", nargs="+", type=int, metavar="CHUNK_SIZE",
+                        help="only time gradcam_func at batch 8, K=max(--ks), per chunk size")
     parser.add_argument("--peak-of", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peak_of:
         return measure_peak(*args.peak_of)
-    torch.set_num_threads(torch.get_num_threads())
     if args.quick:
         args.models, args.layers = ["resnet18"], ["layer4"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    if args.chunks:
+        return chunk_table(args.models, args.layers, 8, max(args.ks), args.chunks)
     if not args.no_time:
         time_table(args.models, args.layers, args.batches, args.ks,
                    loop_once_up_to={("resnet18", "layer4", 8)})
@@ -168,7 +186,8 @@ def main(argv=None):
                         if method == "captum_loop" and k > 10:
                             continue
                         configs.append((model_name, layer, 8, k, method, None))
-                configs.append((model_name, layer, 8, max(args.ks), "gradcam_func", 10))
+                for chunk in (10, 4):
+                    configs.append((model_name, layer, 8, max(args.ks), "gradcam_func", chunk))
         memory_table(configs)
 
 
