@@ -15,13 +15,13 @@ DOCS = [path for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.
         if BLOCK.search(path.read_text())]
 
 
-@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_the_guides_have_examples():
     assert {p.name for p in DOCS} >= {"usage.md", "functional.md", "jax.md", "variants.md",
                                        "dataset.md", "visualization.md", "migrating.md",
                                        "README.md"}
 
 
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     blocks = BLOCK.findall(path.read_text())
     monkeypatch.chdir(tmp_path)
