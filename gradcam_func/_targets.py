@@ -43,7 +43,8 @@ def top_k(k):
     return TopK(k)
 
 
-def _check_index(index, output, call, argument):
+def check_index(index, output, call, argument):
+    """Raise unless ``index`` picks one in-range score per example of ``output``."""
     for axis, (i, size) in enumerate(zip(index, output.shape[1:]), start=1):
         if isinstance(i, bool) or not isinstance(i, int):
             raise GradCamError(
@@ -110,13 +111,13 @@ def cotangent(output, target, call="grad_cam", argument="target"):
     if isinstance(target, int) and not isinstance(target, bool):
         target = (target,)
     if isinstance(target, tuple):
-        _check_index(target, output, call, argument)
+        check_index(target, output, call, argument)
         zeros[(slice(None), *target)] = 1
         return zeros
     if isinstance(target, list):
         for i, index in enumerate(_per_example(target, output, call, argument)):
             index = index if isinstance(index, tuple) else (index,)
-            _check_index(index, output, call, f"{argument}[{i}]")
+            check_index(index, output, call, f"{argument}[{i}]")
             zeros[(i, *index)] = 1
         return zeros
     raise GradCamError(

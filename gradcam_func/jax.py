@@ -16,7 +16,7 @@ import numpy as np
 
 from . import ops
 from ._checks import GradCamError
-from ._targets import TopK, top_k
+from ._targets import TopK, check_index, top_k
 
 __all__ = ["grad_cam", "layer_vjp", "grad_cam_flax", "flax_layer_vjp", "top_k",
            "to_jax", "to_torch"]
@@ -31,24 +31,6 @@ def layer_vjp(trunk, head, inputs):
     acts = trunk(inputs)
     output, vjp_fn = jax.vjp(head, acts)
     return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
-
-
-def _index(index, output, argument, call):
-    for axis, (i, size) in enumerate(zip(index, output.shape[1:]), start=1):
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
-            raise GradCamError(f"{call}(..., {argument}={index!r}): index entries must be "
-                               f"ints, got {type(i).__name__}.")
-        if not -size <= i < size:
-            raise GradCamError(
-                f"{call}(..., {argument}={index if len(index) > 1 else index[0]!r}): index "
-                f"{i} is out of range for axis {axis} of the model's output, which has "
-                f"shape {tuple(output.shape)}.")
-    if len(index) != output.ndim - 1:
-        raise GradCamError(
-            f"{call}(..., {argument}={index!r}): has {len(index)} indices, but selecting one "
-            f"score per example of an output of shape {tuple(output.shape)} needs exactly "
-            f"{output.ndim - 1}.")
-    return jnp.zeros_like(output).at[(slice(None), *index)].set(1)
 
 
 def cotangent(output, target, argument="target", call="grad_cam"):
@@ -75,7 +57,9 @@ def cotangent(output, target, argument="target", call="grad_cam"):
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         target = (target,)
     if isinstance(target, tuple):
-        return _index(target, output, argument, call)
+        check_index(tuple(int(i) if isinstance(i, np.integer) else i for i in target),
+                    output, call, argument)
+        return jnp.zeros_like(output).at[(slice(None), *target)].set(1)
     classes = jnp.asarray(target)
     if not jnp.issubdtype(classes.dtype, jnp.integer) or classes.ndim > 1:
         raise GradCamError(
