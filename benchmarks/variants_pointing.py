@@ -9,12 +9,9 @@ map's peak falls inside the object's box. Prints a markdown table.
 
 import argparse
 
-import torch
-
 import gradcam_func as gf
 from gradcam_func._demo import LAYER, pointing_game, train
 from gradcam_func._shapes import make_shapes
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +36,6 @@ def main():
     for method, values in scores.items():
         print(f"| {method} | {sum(values) / len(values):.3f} | "
               f"{', '.join(f'{v:.3f}' for v in values)} |")
-
 
 if __name__ == "__main__":
     main()

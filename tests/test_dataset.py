@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import gradcam_func as gf
-from conftest import assert_close
+from conftest import TOLERANCES, assert_close
 from dataset_job import Data, make_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,7 +59,7 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     assert torch.equal(classes, expected_classes.T)
     upsampled = gf.interpolate(expected.flatten(0, 1), (16, 16), "bilinear")
     expected = upsampled.reshape(2, 50, 1, 16, 16).transpose(0, 1)
-    torch.testing.assert_close(cams, expected, rtol=1e-2, atol=1e-3)  # stored as float16
+    torch.testing.assert_close(cams, expected, **TOLERANCES[torch.float16])  # stored so
 
 
 def test_resumes_after_a_kill_without_redoing_shards(tmp_path):

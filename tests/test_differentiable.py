@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
+from conftest import FINITE_DIFFERENCES
 
 
 def smooth_model():
@@ -39,7 +40,7 @@ def test_gradient_wrt_inputs(make):
     direction = torch.randn_like(x)
     grad = torch.func.grad(lambda x: loss_of(model, "2", x, params, 2))(x)
     numeric = central_difference(lambda x: loss_of(model, "2", x, params, 2), x, direction)
-    torch.testing.assert_close((grad * direction).sum(), numeric, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close((grad * direction).sum(), numeric, **FINITE_DIFFERENCES)
 
 
 @pytest.mark.parametrize("make", [smooth_model, relu_model])
@@ -57,7 +58,7 @@ def test_gradient_wrt_params(make):
         return loss_of(model, "2", x, {k: params[k] + t * direction[k] for k in params}, 1)
 
     numeric = (along(1e-6) - along(-1e-6)) / 2e-6
-    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
     # the head's parameters enter only through the layer's VJP: second order matters
     head_weight = list(params)[-2]  # the final Linear's weight
     assert grads[head_weight].abs().sum() > 0
@@ -72,7 +73,7 @@ def test_jacrev_wrt_inputs_matches_finite_differences():
         direction = torch.zeros(x.numel(), dtype=torch.float64)
         direction[column] = 1
         numeric = central_difference(f, x, direction.reshape(x.shape))
-        torch.testing.assert_close(jacobian[:, column], numeric, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(jacobian[:, column], numeric, **FINITE_DIFFERENCES)
 
 
 def test_gradcheck_through_multi_target_and_top_k_classes():
@@ -90,4 +91,4 @@ def test_gradcheck_through_multi_target_and_top_k_classes():
     direction = torch.randn_like(weight)
     numeric = central_difference(cams, weight, direction)
     torch.testing.assert_close((jac * direction).sum(dim=tuple(range(-4, 0))), numeric,
-                               rtol=1e-5, atol=1e-8)
+                               **FINITE_DIFFERENCES)

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 import torch
 from captum.attr import LayerGradCam
@@ -10,7 +9,7 @@ from torch import nn
 
 import gradcam_func as gf
 import gradcam_func.jax as gj
-from conftest import TOLERANCES
+from conftest import assert_arrays_close
 
 
 def torch_cnn():
@@ -47,11 +46,8 @@ def test_torch_and_jax_agree_and_equal_captum(relu):
     jax_targets = [0, 3, jnp.array([1, 2, 0]), lambda out: out[:, 1] - out[:, 2]]
     ours = gf.grad_cam(model, model[2], x, targets=targets, relu=relu)
     theirs = gj.grad_cam(trunk, head, gj.to_jax(x), targets=jax_targets, relu=relu)
-    tolerance = TOLERANCES[torch.float32]
-    np.testing.assert_allclose(np.asarray(theirs), ours.numpy(), rtol=tolerance["rtol"],
-                               atol=tolerance["atol"])
+    assert_arrays_close(theirs, ours, torch.float32)
     for k in range(3):
         captum = LayerGradCam(model, model[2]).attribute(x, targets[k],
                                                          relu_attributions=relu).detach()
-        np.testing.assert_allclose(np.asarray(theirs[k]), captum.numpy(),
-                                   rtol=tolerance["rtol"], atol=tolerance["atol"])
+        assert_arrays_close(theirs[k], captum, torch.float32)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
-from conftest import assert_close
+from conftest import FINITE_DIFFERENCES, assert_close
 from zoo import ZOO
 
 
@@ -53,7 +53,7 @@ def test_pullback_matches_finite_differences():
         numeric = ((head(act + eps * direction) - head(act - eps * direction)) / (2 * eps)
                    * cotangent).sum()
     analytic = (pullback(cotangent) * direction).sum()
-    torch.testing.assert_close(analytic, numeric, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
 
 
 def test_pullback_under_vmap_equals_a_loop():

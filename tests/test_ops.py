@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import assert_arrays_close
 from gradcam_func import ops
 
 FLOATS = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
@@ -31,14 +32,12 @@ def reference_grad_cam(acts, grads, relu=False, sum_channels=True):
     return np.maximum(out, 0) if relu else out
 
 
-def close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-9)
 
 
 @given(layer_arrays(), st.booleans(), st.booleans())
 def test_grad_cam_from_equals_a_loop_formula(pair, relu, sum_channels):
     acts, grads = pair
-    close(ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels),
+    assert_arrays_close(ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels),
           reference_grad_cam(acts, grads, relu, sum_channels))
 
 
@@ -48,7 +47,7 @@ def test_torch_and_numpy_agree(pair, relu, sum_channels):
     got = ops.grad_cam_from(torch.from_numpy(acts), torch.from_numpy(grads),
                             relu=relu, sum_channels=sum_channels)
     assert isinstance(got, torch.Tensor)
-    close(got.numpy(), ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels))
+    assert_arrays_close(got.numpy(), ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels))
 
 
 @given(st.integers(1, 3), st.integers(1, 4), st.lists(st.integers(1, 4), min_size=1,
@@ -57,7 +56,7 @@ def test_pooling_a_constant_gives_the_constant(batch, channels, spatial, value):
     grads = np.full((batch, channels, *spatial), value)
     pooled = ops.pool_gradients(grads)
     assert pooled.shape == (batch, channels) + (1,) * len(spatial)
-    close(pooled, np.full(pooled.shape, value))
+    assert_arrays_close(pooled, np.full(pooled.shape, value))
 
 
 @given(arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 5)), elements=FLOATS))
@@ -69,7 +68,7 @@ def test_pooling_leaves_rank_two_unchanged(grads):
 def test_linear_in_gradients(pair, a, b):
     acts, grads = pair
     other = np.roll(grads, 1)
-    close(ops.grad_cam_from(acts, a * grads + b * other),
+    assert_arrays_close(ops.grad_cam_from(acts, a * grads + b * other),
           a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(acts, other))
 
 
@@ -77,7 +76,7 @@ def test_linear_in_gradients(pair, a, b):
 def test_linear_in_activations(pair, a, b):
     acts, grads = pair
     other = np.roll(acts, 1)
-    close(ops.grad_cam_from(a * acts + b * other, grads),
+    assert_arrays_close(ops.grad_cam_from(a * acts + b * other, grads),
           a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(other, grads))
 
 
@@ -86,21 +85,21 @@ def test_invariant_under_a_channel_permutation(pair, rng):
     acts, grads = pair
     order = list(range(acts.shape[1]))
     rng.shuffle(order)
-    close(ops.grad_cam_from(acts[:, order], grads[:, order]), ops.grad_cam_from(acts, grads))
+    assert_arrays_close(ops.grad_cam_from(acts[:, order], grads[:, order]), ops.grad_cam_from(acts, grads))
 
 
 @given(layer_arrays(min_spatial=1), st.data())
 def test_equivariant_under_a_spatial_flip(pair, data):
     acts, grads = pair
     axis = data.draw(st.integers(2, acts.ndim - 1))
-    close(ops.grad_cam_from(np.flip(acts, axis), np.flip(grads, axis)),
+    assert_arrays_close(ops.grad_cam_from(np.flip(acts, axis), np.flip(grads, axis)),
           np.flip(ops.grad_cam_from(acts, grads), axis))
 
 
 @given(layer_arrays())
 def test_unsummed_channels_sum_to_the_summed_cam(pair):
     acts, grads = pair
-    close(ops.grad_cam_from(acts, grads, sum_channels=False).sum(axis=1, keepdims=True),
+    assert_arrays_close(ops.grad_cam_from(acts, grads, sum_channels=False).sum(axis=1, keepdims=True),
           ops.grad_cam_from(acts, grads))
 
 
@@ -108,8 +107,8 @@ def test_unsummed_channels_sum_to_the_summed_cam(pair):
 def test_relu_is_idempotent_and_non_negative(x):
     once = ops.relu(x)
     assert (once >= 0).all()
-    close(ops.relu(once), once)
-    close(once, np.where(x > 0, x, 0))
+    assert_arrays_close(ops.relu(once), once)
+    assert_arrays_close(once, np.where(x > 0, x, 0))
 
 
 def test_relu_gradient_matches_torch_including_zero():
@@ -124,4 +123,4 @@ def test_relu_gradient_matches_torch_including_zero():
 def test_ops_run_under_torch_vmap(pair):
     acts, grads = (torch.from_numpy(a) for a in pair)
     mapped = torch.func.vmap(lambda a, g: ops.grad_cam_from(a[None], g[None])[0])(acts, grads)
-    close(mapped.numpy(), ops.grad_cam_from(pair[0], pair[1]))
+    assert_arrays_close(mapped.numpy(), ops.grad_cam_from(pair[0], pair[1]))

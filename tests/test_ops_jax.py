@@ -3,19 +3,25 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
+from conftest import assert_arrays_close
 from gradcam_func import ops
 from test_ops import layer_arrays, reference_grad_cam
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """These properties compare with NumPy in float64; only this file turns x64 on."""
+    with jax.enable_x64(True):
+        yield
 
 # Each new shape compiles anew in JAX, so these properties draw fewer examples.
 FEW = settings(max_examples=8)
 
 
-def close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-9)
 
 
 @FEW
@@ -24,8 +30,8 @@ def test_jax_arrays_give_numpys_numbers(pair):
     acts, grads = pair
     got = ops.grad_cam_from(jnp.asarray(acts), jnp.asarray(grads), relu=True)
     assert isinstance(got, jax.Array)
-    close(got, reference_grad_cam(acts, grads, relu=True))
-    close(ops.normalize(jnp.asarray(acts)), ops.normalize(acts))
+    assert_arrays_close(got, reference_grad_cam(acts, grads, relu=True))
+    assert_arrays_close(ops.normalize(jnp.asarray(acts)), ops.normalize(acts))
 
 
 @FEW
@@ -33,7 +39,7 @@ def test_jax_arrays_give_numpys_numbers(pair):
 def test_under_jit(pair):
     acts, grads = (jnp.asarray(a) for a in pair)
     jitted = jax.jit(lambda a, g: ops.grad_cam_from(a, g, sum_channels=False))
-    close(jitted(acts, grads), reference_grad_cam(*pair, sum_channels=False))
+    assert_arrays_close(jitted(acts, grads), reference_grad_cam(*pair, sum_channels=False))
 
 
 @FEW
@@ -41,7 +47,7 @@ def test_under_jit(pair):
 def test_under_vmap(pair):
     acts, grads = (jnp.asarray(a) for a in pair)
     mapped = jax.vmap(lambda a, g: ops.grad_cam_from(a[None], g[None])[0])(acts, grads)
-    close(mapped, reference_grad_cam(*pair))
+    assert_arrays_close(mapped, reference_grad_cam(*pair))
 
 
 @FEW
@@ -51,8 +57,9 @@ def test_under_grad(pair):
     # d/d acts of sum(grad_cam_from(acts, grads)) is the pooled gradient, broadcast
     got = jax.grad(lambda a: ops.grad_cam_from(a, jnp.asarray(grads)).sum())(jnp.asarray(acts))
     pooled = grads.mean(axis=tuple(range(2, grads.ndim)), keepdims=True)
-    close(got, np.broadcast_to(pooled, acts.shape))
+    assert_arrays_close(got, np.broadcast_to(pooled, acts.shape))
 
 
 def test_relu_gradient_at_zero_is_zero():
-    close(jax.grad(lambda x: ops.relu(x).sum())(jnp.array([-1.0, 0.0, 2.0])), [0.0, 0.0, 1.0])
+    grad = jax.grad(lambda x: ops.relu(x).sum())(jnp.array([-1.0, 0.0, 2.0]))
+    assert_arrays_close(grad, [0.0, 0.0, 1.0])

@@ -7,13 +7,11 @@ from hypothesis import given, strategies as st
 
 import gradcam_func as gf
 from gradcam_func import variants
-from conftest import assert_close
+from conftest import assert_arrays_close, assert_close
 from test_ops import layer_arrays
 from zoo import ZOO
 
 
-def close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-9)
 
 
 def by_formula(method, acts, grads):
@@ -42,8 +40,8 @@ def test_each_variant_matches_its_formula(method, pair):
     acts, grads = pair
     if method == "xgradcam":  # keep the denominator away from zero
         acts = np.abs(acts) + 0.1
-    close(variants.METHODS[method](acts, grads), by_formula(method, acts, grads))
-    close(variants.METHODS[method](torch.from_numpy(acts), torch.from_numpy(grads)).numpy(),
+    assert_arrays_close(variants.METHODS[method](acts, grads), by_formula(method, acts, grads))
+    assert_arrays_close(variants.METHODS[method](torch.from_numpy(acts), torch.from_numpy(grads)).numpy(),
           by_formula(method, acts, grads))
 
 
@@ -52,7 +50,7 @@ def test_hirescam_equals_gradcam_for_spatially_constant_gradients(pair):
     acts, grads = pair
     constant = np.broadcast_to(grads.mean(axis=tuple(range(2, grads.ndim)), keepdims=True),
                                grads.shape)
-    close(variants.hirescam_from(acts, constant), gf.ops.grad_cam_from(acts, constant))
+    assert_arrays_close(variants.hirescam_from(acts, constant), gf.ops.grad_cam_from(acts, constant))
 
 
 @given(layer_arrays(min_spatial=1))
@@ -72,7 +70,7 @@ def test_gradcam_pp_is_a_positive_channel_rescaling_of_gradcam(pair, level):
     n = np.prod(acts.shape[2:])
     factor = n / (2 + acts.sum(axis=spatial, keepdims=True) * g[(...,) + (slice(0, 1),) * len(spatial)])
     assert (factor > 0).all()
-    close(variants.gradcam_pp_weights(acts, g), factor * gf.ops.pool_gradients(g))
+    assert_arrays_close(variants.gradcam_pp_weights(acts, g), factor * gf.ops.pool_gradients(g))
 
 
 @pytest.mark.parametrize("method", list(variants.METHODS))
