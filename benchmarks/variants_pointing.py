@@ -13,6 +13,7 @@ import gradcam_func as gf
 from gradcam_func._demo import LAYER, pointing_game, train
 from gradcam_func._shapes import make_shapes
 
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -36,6 +37,7 @@ def main():
     for method, values in scores.items():
         print(f"| {method} | {sum(values) / len(values):.3f} | "
               f"{', '.join(f'{v:.3f}' for v in values)} |")
+
 
 if __name__ == "__main__":
     main()
