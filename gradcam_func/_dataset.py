@@ -109,12 +109,13 @@ def _check_args(out, run, rank):
         _save_json(path, run)
 
 
-def explain_dataset(model, layer, data, *, targets, out, batch_size=64, shard_size=512,
+def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_size=512,
                     upsample_to=None, dtype=torch.float16, relu=False, progress=True):
     """Explain every example of ``data`` for ``targets`` into shards under ``out``.
 
-    data: a ``torch.utils.data.Dataset`` (or a DataLoader, whose data set is used) of
-    Tensors or (Tensor, label) pairs. targets: a list of K classes, "label", or
+    data: a ``torch.utils.data.Dataset`` (or a DataLoader, whose data set and batch
+    size are used) of Tensors or (Tensor, label) pairs; batch_size defaults to the
+    loader's, else 64. Batches go to the device of the model's parameters. targets: a list of K classes, "label", or
     ``top_k(k)``. Each batch is one ``grad_cam(..., targets=...)`` call (one forward).
     upsample_to: a size to resize CAMs to (bilinear). Under ``torch.distributed``
     (torchrun), rank r explains examples r, r + W, r + 2W, ... and rank 0 merges the
@@ -123,6 +124,9 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=64, shard_si
     from tqdm.auto import tqdm
 
     dataset = getattr(data, "dataset", data)
+    batch_size = batch_size or getattr(data, "batch_size", None) or 64
+    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    device = parameter.device if parameter is not None else torch.device("cpu")
     rank, world = _rank_and_world()
     spec = _targets_spec(targets)
     run = {
@@ -149,7 +153,7 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=64, shard_si
         for first in range(0, len(shards[number]), batch_size):
             indices = shards[number][first:first + batch_size]
             items = [_split_item(dataset[i]) for i in indices]
-            x = torch.stack([inp for inp, _ in items])
+            x = torch.stack([inp for inp, _ in items]).to(device)
             if spec == "label":
                 if any(label is None for _, label in items):
                     raise GradCamError("explain_dataset(..., targets='label'): the data set's "
@@ -165,9 +169,9 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=64, shard_si
             if upsample_to:
                 flat = interpolate(result.flatten(0, 1), tuple(upsample_to), "bilinear")
                 result = flat.reshape(result.shape[:3] + flat.shape[2:])
-            cams.append(result.to(dtype).numpy())
+            cams.append(result.to(dtype).cpu().numpy())
             if chosen is not None:
-                classes.append(chosen.T.numpy())
+                classes.append(chosen.T.cpu().numpy())
             bar.update(len(indices))
         name = f"r{rank}-{number:05d}"
         _save_npy(os.path.join(out, f"{name}.npy"), np.concatenate(cams))
@@ -233,7 +237,7 @@ def add_arguments(parser):
     parser.add_argument("--targets", nargs="+", required=True,
                         help="class indices, 'label', or 'top:K'")
     parser.add_argument("--out", required=True, help="folder for shards and index")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per grad_cam call")
     parser.add_argument("--shard-size", type=int, default=512)
     parser.add_argument("--upsample-to", type=int, nargs="+", default=None)
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")

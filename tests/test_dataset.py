@@ -148,3 +148,14 @@ def test_cli_explains_a_dataset(tmp_path):
                                 "--help"], capture_output=True, text=True, check=True).stdout
     for option in ("--model", "--data", "--layer", "--targets", "--upsample-to"):
         assert option in help_text
+
+
+def test_a_dataloader_lends_its_data_set_and_batch_size(tmp_path):
+    loader = torch.utils.data.DataLoader(Data(), batch_size=16)
+    model = make_model()
+    sizes = []
+    model[2].register_forward_hook(lambda m, i, o: sizes.append(len(o)) if not o.is_meta else None)
+    gf.explain_dataset(model, "3", loader, targets=[1], out=tmp_path, shard_size=32,
+                       dtype=torch.float32, progress=False)
+    assert max(sizes) == 16
+    assert_close(gf.load_cams(tmp_path), direct([1]))

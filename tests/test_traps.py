@@ -142,3 +142,11 @@ def test_dropout_in_train_mode_runs_the_forward_once_like_captum():
         torch.manual_seed(1)
         theirs = LayerGradCam(model, model[3]).attribute(x, 2).detach()
         assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode, torch.enable_grad])
+def test_the_users_grad_mode_does_not_change_the_result(context):
+    case = residual(torch.float64)
+    expected = gf.grad_cam(case.model, "bn", case.inputs[0], targets=[0, 2])
+    with context():
+        assert_close(gf.grad_cam(case.model, "bn", case.inputs[0], targets=[0, 2]), expected)
