@@ -9,7 +9,7 @@ from ._checks import GradCamError
 from ._split import _eager_no_grad, split
 from ._targets import TopK, cotangent, cotangents
 
-__all__ = ["grad_cam", "explain"]
+__all__ = ["grad_cam", "explain", "over_targets", "check_one_of"]
 
 
 def grad_cam(model, layer, inputs, target=None, *, targets=None,
@@ -44,11 +44,7 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
     One forward pass; for ``targets``, ``cam_from`` runs inside the vmap over the K
     cotangents, so a chunk's (chunk, B, C, *S) gradients are freed before the next.
     """
-    if target is not None and targets is not None:
-        raise GradCamError(
-            f"{call}(..., target=..., targets=...): pass one of them: target for a "
-            "single explanation, targets for a stack of K explanations."
-        )
+    check_one_of(target, targets, call)
     with _eager_no_grad():
         output, acts, pullback = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
@@ -58,14 +54,28 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
         def cams_of(cot):
             return tuple(cam_from(a, g) for a, g in zip(acts, pullback(cot)))
 
-        classes = None
-        if targets is None:
-            cams = cams_of(cotangent(output, target, call))
-        else:
-            if isinstance(targets, TopK):
-                classes = targets.classes(output, call)
-                targets = list(classes)
-            cams = torch.func.vmap(cams_of, chunk_size=chunk_size)(
-                cotangents(output, targets, call))
+        cams, classes = over_targets(cams_of, output, target, targets, chunk_size, call)
     cams = cams[0] if len(cams) == 1 else cams
     return cams if classes is None else (cams, classes)
+
+
+def check_one_of(target, targets, call):
+    if target is not None and targets is not None:
+        raise GradCamError(
+            f"{call}(..., target=..., targets=...): pass one of them: target for a "
+            "single explanation, targets for a stack of K explanations."
+        )
+
+
+def over_targets(fn, output, target, targets, chunk_size, call):
+    """``fn(cotangent)`` for ``target``, or vmapped over the K cotangents of ``targets``.
+
+    Returns (result, classes): classes (k, B) for ``targets=top_k(k)``, else None.
+    """
+    if targets is None:
+        return fn(cotangent(output, target, call)), None
+    classes = None
+    if isinstance(targets, TopK):
+        classes = targets.classes(output, call)
+        targets = list(classes)
+    return torch.func.vmap(fn, chunk_size=chunk_size)(cotangents(output, targets, call)), classes

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from ._checks import GradCamError, as_args_tuple, as_tensor_tuple
-from ._grad_cam import grad_cam
+from ._grad_cam import check_one_of, grad_cam, over_targets
 from ._interpolate import interpolate
 from ._split import _eager_no_grad, _run
-from ._targets import TopK, cotangent, cotangents
+from ._targets import TopK
 
 __all__ = ["guided_backprop", "guided_grad_cam"]
 
@@ -51,8 +51,7 @@ def guided_backprop(model, inputs, target=None, *, targets=None,
     With ``targets`` (K of them, one forward) every result gains a leading K axis.
     """
     call = "guided_backprop"
-    if target is not None and targets is not None:
-        raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
+    check_one_of(target, targets, call)
     is_tuple = isinstance(inputs, tuple)
     inputs = as_tensor_tuple(inputs, call)
     extra = as_args_tuple(additional_forward_args)
@@ -67,13 +66,7 @@ def guided_backprop(model, inputs, target=None, *, targets=None,
 
     with _eager_no_grad():
         output, vjp_fn = torch.func.vjp(forward, *inputs)
-        if targets is None:
-            grads = vjp_fn(cotangent(output, target, call))
-        else:
-            if isinstance(targets, TopK):
-                targets = list(targets.classes(output, call))
-            grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(
-                cotangents(output, targets, call))
+        grads, _ = over_targets(vjp_fn, output, target, targets, chunk_size, call)
     return grads if is_tuple else grads[0]
 
 
