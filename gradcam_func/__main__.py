@@ -10,7 +10,7 @@ import sys
 
 COMMANDS = {
     "demo": ("gradcam_func._demo", "train a tiny CNN on synthetic shapes and explain it"),
-    "explain-dataset": ("gradcam_func._dataset", "explain a whole data set into shards"),
+    "explain-dataset": ("gradcam_func._dataset_cli", "explain a whole data set into shards"),
 }
 
 

@@ -1,9 +1,10 @@
-"""A small explain_dataset run, as a script: for the kill/resume and torchrun tests.
+"""The model and data set of the explain_dataset tests, and a script that explains them.
 
-    python tests/dataset_job.py OUT [--slow SECONDS] [--targets label|top2|0,2]
+    python tests/dataset_job.py OUT [--slow SECONDS]
 
-Builds the same model and data set every time (fixed seeds). Under torchrun it joins
-a gloo process group first.
+The kill/resume test runs the script and kills it; the CLI tests name the factories
+(``dataset_job:make_model``, ``dataset_job:Data``, ``dataset_job:uneven_data``).
+Fixed seeds: every process builds the same model and data.
 """
 
 import argparse
@@ -20,6 +21,8 @@ import gradcam_func as gf  # noqa: E402
 
 
 class Data(torch.utils.data.Dataset):
+    """n random 3x8x8 images with labels in 0..3."""
+
     def __init__(self, n=50):
         generator = torch.Generator().manual_seed(0)
         self.images = torch.randn(n, 3, 8, 8, generator=generator)
@@ -30,6 +33,11 @@ class Data(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.images[i], int(self.labels[i])
+
+
+def uneven_data():
+    """51 examples: two ranks cannot split them evenly."""
+    return Data(51)
 
 
 class Slow(nn.Module):
@@ -51,32 +59,10 @@ def make_model(slow=0.0):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
 
 
-def parse_targets(text):
-    if text == "label":
-        return "label"
-    if text.startswith("top"):
-        return gf.top_k(int(text[3:]))
-    return [int(t) for t in text.split(",")]
-
-
-def main(argv=None):
+if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--slow", type=float, default=0.0)
-    parser.add_argument("--targets", default="label")
-    args = parser.parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        torch.distributed.init_process_group("gloo")
-    try:
-        summary = gf.explain_dataset(make_model(args.slow), "3", Data(),
-                                     targets=parse_targets(args.targets), out=args.out,
-                                     batch_size=4, shard_size=8, progress=False)
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
-    print(summary)
-
-
-if __name__ == "__main__":
-    main()
+    args = parser.parse_args()
+    print(gf.explain_dataset(make_model(args.slow), "3", Data(), targets="label",
+                             out=args.out, batch_size=4, shard_size=8, progress=False))

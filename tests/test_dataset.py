@@ -1,5 +1,5 @@
 """explain_dataset: equal to direct calls, resumes after a kill, refuses other arguments,
-and two torchrun processes (gloo) give the single-process result."""
+two torchrun processes (gloo) give the single-process result, and the CLI."""
 
 import json
 import os
@@ -14,33 +14,33 @@ import torch
 
 import gradcam_func as gf
 from conftest import TOLERANCES, assert_close
-from dataset_job import Data, make_model
+from dataset_job import Data, make_model, uneven_data
+from gradcam_func.__main__ import main as cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOB = os.path.join(HERE, "dataset_job.py")
 
 
-def run_job(out, *args):
-    return subprocess.run([sys.executable, JOB, str(out), *args], capture_output=True,
-                          text=True, check=True, timeout=120)
+def direct(targets, images=None):
+    """(N, K, 1, H, W): one grad_cam call on the whole data set, reordered like load_cams."""
+    images = Data().images if images is None else images
+    return gf.grad_cam(make_model(), "3", images, targets=targets).transpose(0, 1)
 
 
-def direct(targets):
+def explain(out, targets=(1,), data=None, model=None, **options):
+    options = {"batch_size": 4, "shard_size": 8, "progress": False, **options}
+    return gf.explain_dataset(model or make_model(), options.pop("layer", "3"),
+                              Data() if data is None else data, targets=targets, out=out,
+                              **options)
+
+
+@pytest.mark.parametrize("targets", [[0, 2], "label"])
+def test_equals_direct_grad_cam(tmp_path, targets):
     data = Data()
-    return gf.grad_cam(make_model(), "3", data.images, targets=targets).transpose(0, 1)
-
-
-@pytest.mark.parametrize("targets, expected_targets", [
-    ([0, 2], [0, 2]),
-    ("label", None),
-])
-def test_equals_direct_grad_cam(tmp_path, targets, expected_targets):
-    data = Data()
-    summary = gf.explain_dataset(make_model(), "3", data, targets=targets, out=tmp_path,
-                                 batch_size=4, shard_size=8, dtype=torch.float32,
-                                 progress=False)
-    assert summary == {**summary, "examples": 50, "shards_written": 7, "shards_resumed": 0}
-    expected = direct(expected_targets or [data.labels])
+    summary = explain(tmp_path, targets, dtype=torch.float32)
+    assert summary == {**summary, "examples": 50, "examples_resumed": 0,
+                       "shards_written": 7, "shards_resumed": 0}
+    expected = direct([data.labels] if targets == "label" else targets)
     assert_close(gf.load_cams(tmp_path), expected)
     picked = [49, 3, 17]
     assert_close(gf.load_cams(tmp_path, picked), expected[picked])
@@ -51,8 +51,7 @@ def test_equals_direct_grad_cam(tmp_path, targets, expected_targets):
 
 def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     data = Data()
-    gf.explain_dataset(make_model(), "3", data, targets=gf.top_k(2), out=tmp_path,
-                       batch_size=4, shard_size=8, upsample_to=(16, 16), progress=False)
+    explain(tmp_path, gf.top_k(2), upsample_to=16)
     cams, classes = gf.load_cams(tmp_path, with_classes=True)
     expected, expected_classes = gf.grad_cam(make_model(), "3", data.images,
                                              targets=gf.top_k(2))
@@ -60,6 +59,34 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     upsampled = gf.interpolate(expected.flatten(0, 1), (16, 16), "bilinear")
     expected = upsampled.reshape(2, 50, 1, 16, 16).transpose(0, 1)
     torch.testing.assert_close(cams, expected, **TOLERANCES[torch.float16])  # stored so
+
+
+def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
+    def doubled(items):  # a collate function whose effect shows in the CAMs
+        images, labels = torch.utils.data.default_collate(items)
+        return 2 * images, labels
+
+    loader = torch.utils.data.DataLoader(Data(), batch_size=16, num_workers=1,
+                                         collate_fn=doubled)
+    model = make_model()
+    sizes = []
+    model[2].register_forward_hook(lambda m, i, o: None if o.is_meta else sizes.append(len(o)))
+    gf.explain_dataset(model, "3", loader, targets=[1], out=tmp_path, shard_size=32,
+                       dtype=torch.float32, progress=False)
+    assert max(sizes) == 16
+    assert_close(gf.load_cams(tmp_path), direct([1], 2 * Data().images))
+
+
+def test_items_whose_second_part_is_not_a_label_work_with_fixed_classes(tmp_path):
+    class WithMasks(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return Data().images[i], torch.ones(8, 8)
+
+    explain(tmp_path, [3], data=WithMasks(), dtype=torch.float32)
+    assert_close(gf.load_cams(tmp_path), direct([3])[:10])
 
 
 def test_resumes_after_a_kill_without_redoing_shards(tmp_path):
@@ -80,36 +107,95 @@ def test_resumes_after_a_kill_without_redoing_shards(tmp_path):
     seen = []
     # count real examples (the shape probe runs on the meta device)
     model[2].register_forward_hook(lambda m, i, o: seen.append(len(o) * (not o.is_meta)))
-    summary = gf.explain_dataset(model, "3", Data(), targets="label", out=tmp_path,
-                                 batch_size=4, shard_size=8, progress=False)
+    summary = explain(tmp_path, "label", model=model)
     assert summary["shards_resumed"] == completed
-    assert sum(seen) == 50 - 8 * completed  # no example explained twice
-    data = Data()
-    expected = direct([data.labels]).to(torch.float16).to(torch.float32)
+    assert sum(seen) == summary["examples"] == 50 - 8 * completed  # none explained twice
+    expected = direct([Data().labels]).to(torch.float16).to(torch.float32)
     assert_close(gf.load_cams(tmp_path), expected)
 
 
+def test_a_restart_removes_its_own_temporary_files_only(tmp_path):
+    explain(tmp_path)
+    for name in ("r0-00002.npy.tmp-1", "index-r0.json.tmp-1", "r1-00000.npy.tmp-1"):
+        (tmp_path / name).write_text("")
+    assert explain(tmp_path)["shards_resumed"] == 7
+    assert sorted(p.name for p in tmp_path.glob("*.tmp-*")) == ["r1-00000.npy.tmp-1"]
+
+
 def test_refuses_a_folder_with_other_arguments(tmp_path):
-    gf.explain_dataset(make_model(), "3", Data(), targets=[1], out=tmp_path, batch_size=4,
-                       shard_size=8, progress=False)
+    explain(tmp_path, [1])
     with pytest.raises(gf.GradCamError, match=r"explain_dataset\(\.\.\., out=.*\): the folder "
-                       r"holds a run with other arguments \(targets: recorded \[1\], now \[2\]\)"):
-        gf.explain_dataset(make_model(), "3", Data(), targets=[2], out=tmp_path,
-                           batch_size=4, shard_size=8, progress=False)
+                       r"holds a run with other arguments \(targets: recorded \[1\], now \[2\]\)"
+                       r"\. Use a new folder, or the same arguments to resume"):
+        explain(tmp_path, [2])
     other = make_model()
     with torch.no_grad():
         other[0].weight.add_(1)
-    with pytest.raises(gf.GradCamError, match=r"model: recorded '[0-9a-f]+', now"):
-        gf.explain_dataset(other, "3", Data(), targets=[1], out=tmp_path, batch_size=4,
-                           shard_size=8, progress=False)
+    with pytest.raises(gf.GradCamError, match=r"\(model: recorded '[0-9a-f]+', now '[0-9a-f]+'\)"):
+        explain(tmp_path, [1], model=other)
+    model = make_model()  # a layer given as a module is recorded by its name
+    with pytest.raises(gf.GradCamError, match=r"\(layer: recorded '3', now '0'\)"):
+        explain(tmp_path, [1], model=model, layer=model[0])
+    with pytest.raises(gf.GradCamError, match=r"\(dtype: recorded 'torch.float16', now "
+                       r"'torch.float32'; examples: recorded 50, now 49\)"):
+        explain(tmp_path, [1], data=Data(49), dtype=torch.float32)
+    assert explain(tmp_path, [1], model=model, layer=model[3])["shards_resumed"] == 7
 
 
-def test_bad_targets_and_missing_indices(tmp_path):
-    with pytest.raises(gf.GradCamError, match=r"targets='labels'\): expected a list of class"):
-        gf.explain_dataset(make_model(), "3", Data(), targets="labels", out=tmp_path)
-    gf.explain_dataset(make_model(), "3", Data(), targets=[0], out=tmp_path, progress=False)
-    with pytest.raises(gf.GradCamError, match=r"examples \[50\] are not in the run"):
-        gf.load_cams(tmp_path, [50])
+def test_a_plain_function_model_resumes_by_its_name(tmp_path):
+    net = make_model()
+
+    def model(x):
+        return net(x)
+
+    assert explain(tmp_path, [1], model=model, layer=net[3])["shards_written"] == 7
+    assert explain(tmp_path, [1], model=model, layer=net[3])["shards_resumed"] == 7
+    with pytest.raises(gf.GradCamError, match=r"\(layer: recorded 'Conv2d:[0-9a-f]+', now "
+                       r"'Conv2d:[0-9a-f]+'\)"):
+        explain(tmp_path, [1], model=model, layer=net[0])
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(Data().images)
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return Data().images[i]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(targets="labels"), r"explain_dataset\(\.\.\., targets='labels'\): expected a "
+                             r"non-empty list of class indices, the string 'label'"),
+    (dict(targets=[]), r"targets=\[\]\): expected a non-empty list"),
+    (dict(data=Stream()), r"explain_dataset\(\.\.\., data=Stream\): expected a map-style "
+                          r"Dataset .* Wrap the examples in a Dataset that indexes them"),
+    (dict(data=ImagesOnly(), targets="label"), r"explain_dataset\(\.\.\., targets='label'\): "
+                                               r"each example must be a pair \(Tensor, int "
+                                               r"label\); .* or pass a list of classes"),
+    (dict(batch_size=0), r"explain_dataset\(\.\.\., batch_size=0\): expected a positive int"),
+    (dict(layer="9"), r"explain_dataset\(\.\.\., layer='9'\): the model has no submodule"),
+])
+def test_argument_errors(tmp_path, arguments, message):
+    with pytest.raises(gf.GradCamError, match=message):
+        explain(tmp_path, **arguments)
+
+
+def test_load_cams_errors(tmp_path):
+    with pytest.raises(gf.GradCamError, match=r"load_cams\('.*'\): no index.json there; the "
+                       r"run has not finished \(start it again with the same arguments"):
+        gf.load_cams(tmp_path)
+    explain(tmp_path, [0])
+    with pytest.raises(gf.GradCamError, match=r"load_cams\(.*, indices=\.\.\.\): examples "
+                       r"\[50\] are not in the run, which explained examples 0\.\.49"):
+        gf.load_cams(tmp_path, [3, 50])
+    with pytest.raises(gf.GradCamError, match=r"with_classes=True\): this run explained the "
+                       r"fixed classes \[0\]; .* Drop with_classes"):
+        gf.load_cams(tmp_path, with_classes=True)
 
 
 def free_port():
@@ -118,44 +204,60 @@ def free_port():
         return s.getsockname()[1]
 
 
+def cli_arguments(out, *targets):
+    return ["explain-dataset", "--model", "dataset_job:make_model", "--layer", "3",
+            "--targets", *targets, "--out", str(out), "--batch-size", "4",
+            "--shard-size", "8", "--no-progress"]
+
+
 def test_two_gloo_processes_equal_one(tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
-    run_job(single, "--targets", "top2")
+    explain(single, gf.top_k(2), data=uneven_data())
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                     "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                    JOB, str(double), "--targets", "top2"],
-                   capture_output=True, text=True, check=True, timeout=180)
-    index = json.loads((double / "index.json").read_text())
-    indices = [i for shard in index["shards"] for i in shard["indices"]]
-    assert sorted(indices) == list(range(50))  # none twice, none missed
-    assert {s["file"][:2] for s in index["shards"]} == {"r0", "r1"}
+                    "-m", "gradcam_func", *cli_arguments(double, "top:2"),
+                    "--data", "dataset_job:uneven_data", "--device", "cpu"],
+                   capture_output=True, text=True, check=True, timeout=180,
+                   env={**os.environ, "PYTHONPATH": HERE})
+    shards = json.loads((double / "index.json").read_text())["shards"]
+    assert sorted(i for s in shards for i in s["indices"]) == list(range(51))  # once each
+    for shard in shards:  # rank r explains r, r + 2, r + 4, ...
+        rank = int(shard["file"][1])
+        assert {i % 2 for i in shard["indices"]} == {rank}
+    assert {s["file"][:2] for s in shards} == {"r0", "r1"}
     a, classes_a = gf.load_cams(single, with_classes=True)
     b, classes_b = gf.load_cams(double, with_classes=True)
     assert torch.equal(a, b) and torch.equal(classes_a, classes_b)
 
 
-def test_cli_explains_a_dataset(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "gradcam_func", "explain-dataset", "--model",
-         "dataset_job:make_model", "--data", "dataset_job:Data", "--layer", "3",
-         "--targets", "0", "3", "--out", str(tmp_path), "--batch-size", "8",
-         "--dtype", "float32", "--no-progress"],
-        capture_output=True, text=True, check=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": HERE})
-    assert json.loads(result.stdout.strip().splitlines()[-1])["examples"] == 50
-    assert_close(gf.load_cams(tmp_path), direct([0, 3]))
-    help_text = subprocess.run([sys.executable, "-m", "gradcam_func", "explain-dataset",
-                                "--help"], capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--data", "--layer", "--targets", "--upsample-to"):
+def test_cli_explains_each_example_for_its_label(tmp_path, capsys):
+    assert cli([*cli_arguments(tmp_path, "label"), "--data", "dataset_job:Data",
+                "--dtype", "float32", "--upsample-to", "16", "16"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["examples"] == 50
+    cams, classes = gf.load_cams(tmp_path, with_classes=True)
+    expected = gf.interpolate(direct([Data().labels])[:, 0], (16, 16), "bilinear")
+    assert_close(cams[:, 0], expected)
+    assert torch.equal(classes[:, 0], Data().labels)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--targets", "top:x", r"gradcam-func explain-dataset --targets top:x: expected class "
+                           r"indices \(0 3 7\), 'label', or 'top:K'"),
+    ("--data", "dataset_job", r"--data dataset_job: expected module:function"),
+    ("--data", "dataset_job:nothing", r"--data dataset_job:nothing: cannot import it \(.*"
+                                      r"nothing.*\)\. Check that the module is on PYTHONPATH"),
+])
+def test_cli_errors(tmp_path, option, value, message):
+    arguments = cli_arguments(tmp_path, "0") + ["--data", "dataset_job:Data"]
+    arguments[arguments.index(option) + 1] = value
+    with pytest.raises(gf.GradCamError, match=message):
+        cli(arguments)
+
+
+def test_cli_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        cli(["explain-dataset", "--help"])
+    help_text = capsys.readouterr().out
+    for option in ("--model", "--data", "--layer", "--targets", "--out", "--batch-size",
+                   "--shard-size", "--upsample-to", "--dtype", "--relu", "--device"):
         assert option in help_text
-
-
-def test_a_dataloader_lends_its_data_set_and_batch_size(tmp_path):
-    loader = torch.utils.data.DataLoader(Data(), batch_size=16)
-    model = make_model()
-    sizes = []
-    model[2].register_forward_hook(lambda m, i, o: sizes.append(len(o)) if not o.is_meta else None)
-    gf.explain_dataset(model, "3", loader, targets=[1], out=tmp_path, shard_size=32,
-                       dtype=torch.float32, progress=False)
-    assert max(sizes) == 16
-    assert_close(gf.load_cams(tmp_path), direct([1]))
