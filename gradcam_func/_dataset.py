@@ -213,7 +213,9 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_
             os.remove(stale)
 
     index_path = os.path.join(out, f"index-r{rank}.json")
-    done = _load_json(index_path)["shards"] if os.path.exists(index_path) else []
+    if not os.path.exists(index_path):  # even a rank with no examples has an index
+        _save_json(index_path, {"rank": rank, "shards": []})
+    done = _load_json(index_path)["shards"]
     mine = list(range(rank, len(dataset), world))
     shards = [mine[i:i + shard_size] for i in range(0, len(mine), shard_size)]
     plan = [(number, shards[number][i:i + batch_size])
@@ -281,7 +283,7 @@ def load_cams(out, indices=None, *, with_classes=False):
     if missing:
         raise GradCamError(f"load_cams({str(out)!r}, indices=...): examples {missing[:5]} are "
                            f"not in the run, which explained examples 0..{len(where) - 1}.")
-    if with_classes and "classes" not in index["shards"][0]:
+    if with_classes and isinstance(index["run"]["targets"], list):
         raise GradCamError(f"load_cams({str(out)!r}, with_classes=True): this run explained "
                            f"the fixed classes {index['run']['targets']}; no per-example "
                            "classes are stored. Drop with_classes.")

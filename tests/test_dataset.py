@@ -122,6 +122,15 @@ def test_a_restart_removes_its_own_temporary_files_only(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.tmp-*")) == ["r1-00000.npy.tmp-1"]
 
 
+def test_a_rank_without_examples_still_leaves_an_index_for_the_merge(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 55)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 60)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    assert explain(tmp_path)["examples"] == 0  # 50 examples: ranks 50..59 of 60 have none
+    assert json.loads((tmp_path / "index-r55.json").read_text())["shards"] == []
+
+
 def test_refuses_a_folder_with_other_arguments(tmp_path):
     explain(tmp_path, [1])
     with pytest.raises(gf.GradCamError, match=r"explain_dataset\(\.\.\., out=.*\): the folder "
