@@ -28,13 +28,17 @@ class TopK:
     def __repr__(self):
         return f"top_k({self.k})"
 
-    def classes(self, output, call):
-        """(k, B) indices of each example's highest scores in a (B, N) output."""
+    def check(self, output, call):
+        """Raise unless ``output`` is (B, N) with at least ``k`` classes (any framework)."""
         if output.ndim != 2 or output.shape[1] < self.k:
             raise GradCamError(
                 f"{call}(..., targets=top_k({self.k})): needs an output of shape (B, N) "
                 f"with N >= {self.k} classes, got {tuple(output.shape)}."
             )
+
+    def classes(self, output, call):
+        """(k, B) indices of each example's highest scores in a (B, N) output."""
+        self.check(output, call)
         return torch.topk(output.detach(), self.k, dim=1).indices.T
 
 

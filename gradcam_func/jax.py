@@ -44,7 +44,8 @@ def cotangent(output, target, argument="target", call="grad_cam"):
         if output.ndim == 0 or output[0].size != 1:
             raise GradCamError(
                 f"{call}(..., {argument}=None): without a target the model must return one "
-                f"score per example, but its output has shape {tuple(output.shape)}.")
+                f"score per example, but its output has shape {tuple(output.shape)}. Pass a target "
+                "(an int, a per-example array or a callable) to pick one.")
         return jnp.ones_like(output)
     if callable(target):
         score, vjp_fn = jax.vjp(target, output)
@@ -52,7 +53,8 @@ def cotangent(output, target, argument="target", call="grad_cam"):
             raise GradCamError(
                 f"{call}(..., {argument}={getattr(target, '__name__', 'fn')}): a callable "
                 f"target must map the output {tuple(output.shape)} to one score per example, "
-                f"shape ({batch},); it returned {getattr(score, 'shape', type(score))}.")
+                f"shape ({batch},); it returned {getattr(score, 'shape', type(score))}. Reduce "
+                "to one score per example, e.g. lambda out: out[:, k].")
         return vjp_fn(jnp.ones_like(score))[0]
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         target = (target,)
@@ -69,14 +71,29 @@ def cotangent(output, target, argument="target", call="grad_cam"):
     if output.ndim != 2:
         raise GradCamError(
             f"{call}(..., {argument}=...): an array of class indices needs an output of "
-            f"shape (B, N), got {tuple(output.shape)}.")
+            f"shape (B, N), got {tuple(output.shape)}. Pass a tuple of ints or a "
+            "callable target instead.")
+    if not isinstance(classes, jax.core.Tracer):
+        # JAX drops out-of-range scatter indices silently (a zero CAM): check when concrete
+        _check_classes(np.asarray(classes), output, call, argument)
     if classes.ndim == 0:
         return jnp.zeros_like(output).at[:, classes].set(1)
     if classes.shape[0] != batch:
         raise GradCamError(
             f"{call}(..., {argument}=...): a per-example target needs one entry per example: "
-            f"got {classes.shape[0]} entries for a batch of {batch}.")
+            f"got {classes.shape[0]} entries for a batch of {batch}. Pass an array of "
+            f"shape ({batch},).")
     return jnp.zeros_like(output).at[jnp.arange(batch), classes].set(1)
+
+
+def _check_classes(classes, output, call, argument):
+    """Raise unless every class index in ``classes`` is in range for ``output`` (B, N)."""
+    bad = (classes < -output.shape[1]) | (classes >= output.shape[1])
+    if bad.any():
+        raise GradCamError(
+            f"{call}(..., {argument}=array({classes.tolist()})): class {classes[bad].flat[0]} "
+            f"is out of range for the model's output, which has shape {tuple(output.shape)}. "
+            f"Use indices in [0, {output.shape[1]}).")
 
 
 def _explain(output, acts, pullback, target, targets, relu, sum_channels, channel_axis,
@@ -95,9 +112,7 @@ def _explain(output, acts, pullback, target, targets, relu, sum_channels, channe
         return cams_of(cotangent(output, target, call=call))
     classes = None
     if isinstance(targets, TopK):
-        if output.ndim != 2 or output.shape[1] < targets.k:
-            raise GradCamError(f"{call}(..., targets={targets!r}): needs an output of shape "
-                               f"(B, N) with N >= {targets.k}, got {tuple(output.shape)}.")
+        targets.check(output, call)
         classes = jax.lax.top_k(jax.lax.stop_gradient(output), targets.k)[1].T
         targets = list(classes)
     if len(targets) == 0:
@@ -173,15 +188,25 @@ def grad_cam_flax(model, variables, inputs, layer, target=None, *, targets=None,
 
 
 def to_jax(tensor):
-    """A torch tensor as a JAX array through DLPack: no copy for a contiguous CPU tensor.
+    """A torch tensor as a JAX array through DLPack, sharing its memory where JAX allows.
 
-    The tensor is detached first (DLPack carries no autograd graph).
+    Shared: dense layouts, contiguous or a permutation of contiguous (e.g. ``t.T``).
+    Copied: slices with gaps and broadcast (expanded) tensors, which JAX refuses, and
+    float64 while JAX's x64 mode is off (JAX makes it float32). The tensor is detached
+    first: DLPack carries no autograd graph.
     """
-    return jnp.from_dlpack(tensor.detach())
+    tensor = tensor.detach()
+    by_stride = sorted(range(tensor.ndim), key=lambda d: -tensor.stride(d))
+    if not tensor.permute(by_stride).is_contiguous():
+        tensor = tensor.contiguous()
+    return jnp.from_dlpack(tensor)
 
 
 def to_torch(array):
-    """A JAX array as a torch tensor through DLPack, sharing memory where both allow."""
+    """A JAX array as a torch tensor through DLPack, sharing memory where both allow.
+
+    JAX arrays are immutable: treat the tensor as read-only, or ``.clone()`` it.
+    """
     import torch
 
     return torch.from_dlpack(array)

@@ -129,6 +129,22 @@ def test_flax_model_without_hand_splitting():
         gj.grad_cam_flax(model, variables, x, "conv9", 1)
 
 
+class TwiceNet(fnn.Module):
+    @fnn.compact
+    def __call__(self, x):
+        conv = fnn.Conv(3, (3, 3), name="shared")
+        return conv(conv(x)).mean((1, 2, 3))
+
+
+def test_flax_submodule_run_twice_is_refused():
+    x = jnp.ones((1, 4, 4, 3))
+    variables = TwiceNet().init(jax.random.PRNGKey(0), x)
+    with pytest.raises(GradCamError, match=r"grad_cam_flax\(\.\.\., layer='shared'\): the "
+                                           r"submodule is called more than once .* Pick a "
+                                           r"submodule that runs once"):
+        gj.grad_cam_flax(TwiceNet(), variables, x, "shared")
+
+
 def test_errors(setup):
     trunk, head, x = setup
     with pytest.raises(GradCamError, match=r"target=7\): index 7 is out of range for axis 1"):
@@ -141,6 +157,21 @@ def test_errors(setup):
         gj.grad_cam(trunk, head, x, targets=[0, (9,)])
     with pytest.raises(GradCamError, match=r"pass one of them"):
         gj.grad_cam(trunk, head, x, 1, targets=[1])
+    with pytest.raises(GradCamError, match=r"target=array\(\[0, 5, 1\]\)\): class 5 is out "
+                                           r"of range .* shape \(3, 5\)\. Use indices in \[0, 5\)"):
+        gj.grad_cam(trunk, head, x, jnp.array([0, 5, 1]))
+    with pytest.raises(GradCamError, match=r"target=\.\.\.\): expected None, an int, .*got "
+                                           r"ArrayImpl of shape \(3,\)"):
+        gj.grad_cam(trunk, head, x, jnp.array([0.0, 1.0, 2.0]))
+    with pytest.raises(GradCamError, match=r"target=<lambda>\): a callable target must map "
+                                           r"the output \(3, 5\) to .* shape \(3,\); it "
+                                           r"returned \(3, 2\)\. Reduce"):
+        gj.grad_cam(trunk, head, x, lambda out: out[:, :2])
+    with pytest.raises(GradCamError, match=r"targets=top_k\(9\)\): needs an output of shape "
+                                           r"\(B, N\) with N >= 9 classes, got \(3, 5\)"):
+        gj.grad_cam(trunk, head, x, targets=gj.top_k(9))
+    with pytest.raises(GradCamError, match=r"targets=\[\]\): expected at least one target"):
+        gj.grad_cam(trunk, head, x, targets=[])
 
 
 def test_dlpack_round_trip_shares_memory():
@@ -152,3 +183,20 @@ def test_dlpack_round_trip_shares_memory():
     assert back.data_ptr() == tensor.data_ptr() and torch.equal(back, tensor)
     leaf = torch.ones(2, requires_grad=True)  # detached, not refused
     np.testing.assert_array_equal(np.asarray(gj.to_jax(leaf)), [1.0, 1.0])
+
+
+def test_dlpack_shares_permuted_layouts_and_copies_what_jax_refuses():
+    base = torch.randn(3, 4)
+    transposed = gj.to_jax(base.T)
+    assert transposed.unsafe_buffer_pointer() == base.data_ptr()
+    np.testing.assert_array_equal(np.asarray(transposed), base.T.numpy())
+    for strided in (base[:, 1:3], torch.randn(2, 1, 3).expand(2, 4, 3)):
+        array = gj.to_jax(strided)
+        assert array.unsafe_buffer_pointer() != strided.data_ptr()
+        np.testing.assert_array_equal(np.asarray(array), strided.numpy())
+
+
+def test_dlpack_helpers_are_reachable_from_the_package():
+    import gradcam_func as gf
+
+    assert gf.to_jax is gj.to_jax and gf.to_torch is gj.to_torch
