@@ -9,7 +9,7 @@ from ._checks import GradCamError
 from ._split import _eager_no_grad, split
 from ._targets import TopK, cotangent, cotangents
 
-__all__ = ["grad_cam", "explain", "over_targets", "check_one_of"]
+__all__ = ["grad_cam", "explain", "over_targets", "check_one_of", "batch_size_of"]
 
 
 def grad_cam(model, layer, inputs, target=None, *, targets=None,
@@ -18,14 +18,17 @@ def grad_cam(model, layer, inputs, target=None, *, targets=None,
     """Grad-CAM of ``model`` at ``layer``: Captum's ``LayerGradCam`` as a pure function.
 
     inputs: a Tensor or tuple of Tensors, dim 0 the batch B. target: any Captum target
-    (None, int, tuple, Tensor, list) or a callable ``output -> (B,) score``. For a layer
-    activation (B, C, *S) returns (B, 1, *S) (or (B, C, *S) with ``sum_channels=False``),
-    a tuple of those when the layer's output holds several Tensors.
+    (None, int, tuple, Tensor, list) or a callable ``output -> (B,) score``, which
+    receives the output as the model returns it (``out.logits`` for HuggingFace). For a
+    layer activation (B, C, *S) returns (B, 1, *S) (or (B, C, *S) with
+    ``sum_channels=False``), a tuple of those when the layer holds several Tensors.
 
     targets: a sequence of K targets instead of ``target``; returns the results stacked
     on a new axis 0, (K, B, 1, *S), from ONE forward pass. With ``targets=top_k(k)``
     returns ``(cams, classes)``, classes (k, B). chunk_size: targets per vmap chunk.
     params: a mapping of parameter/buffer tensors used instead of the module's own.
+    attribute_to_layer_input: the CAM of the tensor the layer receives, with its
+    gradient through every use of that tensor (Captum's semantics).
     """
     return explain(
         functools.partial(ops.grad_cam_from, relu=relu, sum_channels=sum_channels),
@@ -46,17 +49,23 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
     """
     check_one_of(target, targets, call)
     with _eager_no_grad():
-        output, acts, pullback = split(
+        output, _, acts, pullback = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
             params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )
 
-        def cams_of(cot):
-            return tuple(cam_from(a, g) for a, g in zip(acts, pullback(cot)))
+        def cams_of(cots):
+            return tuple(cam_from(a, g) for a, g in zip(acts, pullback(cots)))
 
-        cams, classes = over_targets(cams_of, output, target, targets, chunk_size, call)
+        cams, classes = over_targets(cams_of, output, batch_size_of(inputs), target,
+                                     targets, chunk_size, call)
     cams = cams[0] if len(cams) == 1 else cams
     return cams if classes is None else (cams, classes)
+
+
+def batch_size_of(inputs):
+    """B: dim 0 of the (first) input, already checked to be a batched Tensor."""
+    return (inputs[0] if isinstance(inputs, tuple) else inputs).shape[0]
 
 
 def check_one_of(target, targets, call):
@@ -67,15 +76,15 @@ def check_one_of(target, targets, call):
         )
 
 
-def over_targets(fn, output, target, targets, chunk_size, call):
-    """``fn(cotangent)`` for ``target``, or vmapped over the K cotangents of ``targets``.
+def over_targets(fn, output, batch, target, targets, chunk_size, call):
+    """``fn(cotangents)`` for ``target``, or vmapped over the K targets' cotangents.
 
     Returns (result, classes): classes (k, B) for ``targets=top_k(k)``, else None.
     """
     if targets is None:
-        return fn(cotangent(output, target, call)), None
+        return fn(cotangent(output, target, batch, call)), None
     classes = None
     if isinstance(targets, TopK):
-        classes = targets.classes(output, call)
-        targets = list(classes)
-    return torch.func.vmap(fn, chunk_size=chunk_size)(cotangents(output, targets, call)), classes
+        targets, classes = targets.targets(output, call)
+    return torch.func.vmap(fn, chunk_size=chunk_size)(
+        cotangents(output, targets, batch, call)), classes

@@ -10,10 +10,11 @@ Like Captum, only ``nn.ReLU`` modules are guided, not ``torch.relu`` calls.
 import torch
 from torch import nn
 
-from ._checks import GradCamError, as_args_tuple, as_tensor_tuple
-from ._grad_cam import check_one_of, grad_cam, over_targets
+from ._checks import (GradCamError, as_args_tuple, as_tensor_tuple, check_params,
+                      prepare_model)
+from ._grad_cam import batch_size_of, check_one_of, grad_cam, over_targets
 from ._interpolate import interpolate
-from ._split import _eager_no_grad, _run
+from ._split import _eager_no_grad, model_state, output_vjp, run
 from ._targets import TopK
 
 __all__ = ["guided_backprop", "guided_grad_cam"]
@@ -55,18 +56,22 @@ def guided_backprop(model, inputs, target=None, *, targets=None,
     is_tuple = isinstance(inputs, tuple)
     inputs = as_tensor_tuple(inputs, call)
     extra = as_args_tuple(additional_forward_args)
+    model = prepare_model(model, call)
+    check_params(model, params, call)
+    state = model_state(model, params)
 
     def forward(*xs):
         handles = _guide(model)
         try:
-            return _run(model, params, xs + extra)[0]
+            return run(model, state, xs + extra, call)[0], ()
         finally:
             for handle in handles:
                 handle.remove()
 
     with _eager_no_grad():
-        output, vjp_fn = torch.func.vjp(forward, *inputs)
-        grads, _ = over_targets(vjp_fn, output, target, targets, chunk_size, call)
+        output, _, vjp_fn, _ = output_vjp(forward, inputs, call)
+        grads, _ = over_targets(vjp_fn, output, batch_size_of(inputs), target, targets,
+                                chunk_size, call)
     return grads if is_tuple else grads[0]
 
 

@@ -1,15 +1,25 @@
 """The model split at a layer, in ``jax.vjp`` form: ``(output, activation, pullback)``.
 
-One forward pass runs under ``torch.func.vjp`` with respect to a zero perturbation
-added to the layer's output (or input). ``pullback`` then maps a cotangent on the
-model's output to the gradient at the layer, through the part after the layer only,
-and can be called many times or under ``torch.func.vmap``.
+One forward pass runs under ``torch.func.vjp`` with respect to zero perturbations added
+to the tensors at the layer. ``pullback`` then maps a cotangent on the model's output
+to the gradient at the layer without running the forward again, and can be called many
+times or under ``torch.func.vmap``.
 
-The perturbation needs the activation's shape before the forward runs. It is found
-once per layer and input signature (shapes, dtypes, non-tensor arguments) by a probe
-that stops at the layer: on the meta device when the model allows it, else a real
-trunk pass with the RNG state and buffers restored. The result is cached, and checked
-against the real activation on every call, so a stale entry is corrected, not used.
+Where a perturbation goes (a *source*, see ``_producers``):
+
+- a tensor the layer returns: added by a forward hook as the layer returns it
+  (``("hook", i)``), so every later use sees it;
+- a tensor the layer receives (``attribute_to_layer_input=True``), or one it returns
+  unchanged: added where the tensor is made (a model argument, a parameter, or the
+  torch call that made it), so every use counts, before the layer and beside it, as in
+  Captum's autograd.
+
+The perturbations need the tensors' shapes and sources before the forward runs. They
+are found once per layer and input signature (shapes, dtypes, non-tensor arguments) by
+a probe that stops at the layer: on the meta device when the model allows it, else a
+real trunk pass with the RNG state forked and buffers cloned. The result is cached and
+checked on every call (shapes, and that the layer received the perturbed tensors), so a
+stale entry is corrected by a new probe, never used.
 """
 
 import contextlib
@@ -17,12 +27,16 @@ import weakref
 
 import torch
 from torch import nn
-from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-from ._checks import GradCamError, as_args_tuple, as_tensor_tuple, resolve_layer
+from ._checks import (GradCamError, as_args_tuple, as_tensor_tuple, check_params,
+                      model_failed, prepare_model, resolve_layer)
+from ._outputs import entries_like, flatten, unflatten
+from ._producers import Ops, source_of
 
-__all__ = ["layer_vjp", "split", "differentiable_context"]
+__all__ = ["layer_vjp", "split", "differentiable_context", "run", "model_state",
+           "output_vjp"]
 
 _SPECS = weakref.WeakKeyDictionary()  # layer module -> {signature: spec}
 
@@ -35,49 +49,107 @@ def differentiable_context():
     )
 
 
+def _eager_no_grad():
+    """No autograd recording, unless a torch.func transform differentiates through us."""
+    return contextlib.nullcontext() if differentiable_context() else torch.no_grad()
+
+
 class _Found(Exception):
-    """Raised by the probe hook to stop the forward once the layer is reached."""
+    """Raised by the probe's hook to stop the forward once the layer is reached."""
 
     def __init__(self, spec):
         super().__init__()
         self.spec = spec
 
 
-class _StaleSpec(_Found):
-    """Raised when the cached spec does not match the activation actually seen."""
+class _Stale(Exception):
+    """Raised when the cached spec does not describe what the layer actually saw."""
 
 
-def _floating_items(value):
-    """Positions and tensors of the floating-point tensors in a layer's value."""
-    if isinstance(value, torch.Tensor):
-        return [(None, value)] if value.is_floating_point() else []
-    if isinstance(value, (tuple, list)):
-        return [
-            (i, v) for i, v in enumerate(value)
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-        ]
-    return []
+def model_state(model, params):
+    """``{name: tensor}`` a forward runs with: ``params`` over the module's own
+    parameters and buffers."""
+    if not isinstance(model, nn.Module):
+        return {}
+    params = params or {}
+    state = {name: params.get(name, p) for name, p in model.named_parameters()}
+    state.update({name: params.get(name, b) for name, b in model.named_buffers()})
+    return state
 
 
-def _spec_of(value):
-    return tuple((pos, tuple(t.shape), t.dtype) for pos, t in _floating_items(value))
+def run(model, state, args, call, ops=None):
+    """``model(*args)`` with ``state`` swapped in -> ``(output, buffers it ran with)``.
+
+    Buffers are cloned first, inside any transform, so a forward that updates them in
+    place (BatchNorm's running statistics in train mode) writes to tensors of its own:
+    torch.func forbids mutating tensors captured from outside a transform, and the
+    module stays untouched. Runs inside the ``ops`` mode if given. An exception raised
+    by the model becomes a GradCamError that names the inputs and suggests the fix;
+    gradcam_func's own exceptions pass through.
+    """
+    try:
+        with ops if ops is not None else contextlib.nullcontext(), \
+                _checkpointing_off(model):
+            if not isinstance(model, nn.Module):
+                return model(*args), {}
+            buffers = {name: state[name].clone() for name, _ in model.named_buffers()}
+            return torch.func.functional_call(model, {**state, **buffers}, args), buffers
+    except Exception as error:
+        if not _raised_by_torch_or_python(error):
+            raise  # gradcam_func's own signals, and the user's own exception types
+        raise model_failed(call, error, model, args) from error
 
 
-def _replace(value, new_items):
-    """``value`` with the tensors at the given positions replaced."""
-    if isinstance(value, torch.Tensor):
-        return new_items[None]
-    items = [new_items.get(i, v) for i, v in enumerate(value)]
-    if hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*items)
-    return type(value)(items)
+def _raised_by_torch_or_python(error):
+    """Whether ``error`` is a builtin or torch exception (a RuntimeError from an op),
+    not one of gradcam_func's or a class the user's own code defines."""
+    module = type(error).__module__
+    return module == "builtins" or module.split(".")[0] == "torch"
+
+
+def _write_back(model, buffers):
+    """Copy a forward's updated buffers into the module, as a plain forward would."""
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+
+
+@contextlib.contextmanager
+def _checkpointing_off(model):
+    """Activation checkpointing off for one forward, then back as it was.
+
+    torch.func cannot differentiate through ``torch.utils.checkpoint`` (its saved-tensor
+    hooks and its autograd.Function lack functorch support); the gradients are the same
+    without it. HuggingFace models keep the switch in ``module.gradient_checkpointing``,
+    timm models in ``module.grad_checkpointing``.
+    """
+    switched = []
+    if isinstance(model, nn.Module):
+        for module in model.modules():
+            for flag in ("gradient_checkpointing", "grad_checkpointing"):
+                if getattr(module, flag, None) is True:
+                    setattr(module, flag, False)
+                    switched.append((module, flag))
+    try:
+        yield
+    finally:
+        for module, flag in switched:
+            setattr(module, flag, True)
 
 
 def _register(module, attribute_to_layer_input, on_value):
-    """Hook ``on_value(value) -> value`` onto the layer's output (or positional input)."""
+    """Hook ``on_value(value, received)`` onto the layer's output (or input).
+
+    value: the layer's output, or ``(args, kwargs)`` it was called with; received: the
+    ``(args, kwargs)``. A value returned by ``on_value`` replaces the layer's output.
+    """
     if attribute_to_layer_input:
-        return module.register_forward_pre_hook(lambda _, args: on_value(args))
-    return module.register_forward_hook(lambda _, args, out: on_value(out))
+        def pre_hook(_, args, kwargs):
+            on_value((args, kwargs), (args, kwargs))
+
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return module.register_forward_hook(
+        lambda _, args, kwargs, out: on_value(out, (args, kwargs)), with_kwargs=True)
 
 
 def _layer_name(model, module):
@@ -86,28 +158,6 @@ def _layer_name(model, module):
             if candidate is module:
                 return repr(name)
     return type(module).__name__
-
-
-def _run(model, params, args):
-    """``model(*args)`` with ``params`` swapped in -> (output, the buffers it ran with).
-
-    Buffers are cloned first, so a forward that updates them in place (BatchNorm's
-    running statistics in train mode) writes to tensors of its own: torch.func forbids
-    mutating tensors captured from outside a transform, and the module stays untouched.
-    """
-    if not isinstance(model, nn.Module):
-        return model(*args), {}
-    params = params or {}
-    buffers = {name: params.get(name, buffer).clone()
-               for name, buffer in model.named_buffers()}
-    return torch.func.functional_call(model, {**params, **buffers}, args), buffers
-
-
-def _write_back(model, buffers):
-    """Copy a forward's updated buffers into the module, as a plain forward would."""
-    with torch.no_grad():
-        for name, buffer in buffers.items():
-            model.get_buffer(name).copy_(buffer)
 
 
 def _signature(args, attribute_to_layer_input):
@@ -124,34 +174,38 @@ def _signature(args, attribute_to_layer_input):
     return tuple(parts)
 
 
-def _probe(model, module, args, params, attribute_to_layer_input):
-    """The activation's spec, from a forward that stops at the layer."""
+def _describe(value, received, attribute_to_layer_input, ops, args, state):
+    """The spec of what the layer saw: ``((shape, dtype, source), ...)`` per tensor.
 
-    def stop(value):
-        raise _Found(_spec_of(value))
+    A returned tensor that the layer also received (an identity, dropout in eval mode)
+    is the same tensor as an input: it is perturbed where it was made, like an input.
+    """
+    tensors = flatten(value)[0]
+    inputs = flatten(received)[0]
+    spec = []
+    for i, tensor in enumerate(tensors):
+        source = ("hook", i)
+        if attribute_to_layer_input or any(tensor is x for x in inputs):
+            source = source_of(tensor, ops, args, state)
+        spec.append((tuple(tensor.shape), tensor.dtype, source))
+    return tuple(spec)
+
+
+def _probe(model, module, args, state, attribute_to_layer_input, call, meta):
+    """The spec of the layer's tensors, from a forward that stops at the layer."""
+    ops = Ops()
+
+    def stop(value, received):
+        with ops.paused():
+            raise _Found(_describe(value, received, attribute_to_layer_input, ops,
+                                   args, state))
 
     handle = _register(module, attribute_to_layer_input, stop)
     try:
         accelerators = {a.device for a in args
                         if isinstance(a, torch.Tensor) and a.device.type == "cuda"}
         with torch.random.fork_rng(devices=list(accelerators)), torch.no_grad():
-            if isinstance(model, nn.Module):
-                state = dict(model.named_parameters())
-                state.update(model.named_buffers())
-                state.update(params or {})
-                meta_state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
-                              for k, v in state.items()}
-                meta_args = tuple(
-                    torch.empty(a.shape, dtype=a.dtype, device="meta")
-                    if isinstance(a, torch.Tensor) else a for a in args
-                )
-                try:
-                    torch.func.functional_call(model, meta_state, meta_args)
-                except _Found as found:
-                    return found.spec
-                except Exception:
-                    pass  # the model does not run on meta tensors; probe for real
-            _run(model, params, args)
+            run(model, state, args, call, ops)
     except _Found as found:
         return found.spec
     finally:
@@ -159,84 +213,201 @@ def _probe(model, module, args, params, attribute_to_layer_input):
     return None
 
 
+def _on_meta(values):
+    """Empty meta tensors in place of the Tensors of a tuple or dict."""
+    def meta(v):
+        if isinstance(v, torch.Tensor):
+            return torch.empty(v.shape, dtype=v.dtype, device="meta")
+        return v
+
+    if isinstance(values, dict):
+        return {k: meta(v) for k, v in values.items()}
+    return tuple(meta(v) for v in values)
+
+
+def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta):
+    """The probe, on the meta device first when ``meta`` (no compute, no memory)."""
+    if meta and isinstance(model, nn.Module):
+        meta_args = _on_meta(args)
+        try:
+            return _probe(model, module, meta_args, _on_meta(state),
+                          attribute_to_layer_input, call, meta=True)
+        except Exception:  # noqa: BLE001
+            # Ops without meta kernels, data-dependent control flow, device checks:
+            # the real probe below runs the trunk and raises the model's real error.
+            pass
+    return _probe(model, module, args, state, attribute_to_layer_input, call, meta=False)
+
+
 def split(model, layer, inputs, *, additional_forward_args=None, params=None,
           attribute_to_layer_input=False, call="layer_vjp"):
-    """``layer_vjp`` with the activation and the pullback's result always tuples."""
+    """The split with everything flat: ``(output, tensors, acts, vjp_fn)``.
+
+    output: the model's output as returned; tensors: its floating-point Tensors, the
+    order ``vjp_fn`` takes cotangents in; acts: a tuple of the layer's tensors;
+    ``vjp_fn(cotangents) -> grads``, one per act.
+    """
+    model = prepare_model(model, call)
     module = resolve_layer(model, layer, call)
     inputs = as_tensor_tuple(inputs, call)
     args = inputs + as_args_tuple(additional_forward_args)
-    if params is not None and not isinstance(model, nn.Module):
-        raise GradCamError(
-            f"{call}(..., params=...): params replace an nn.Module's parameters through "
-            f"torch.func.functional_call, but the model is a {type(model).__name__}. "
-            "Pass the nn.Module itself, or drop params."
-        )
+    check_params(model, params, call)
+    state = model_state(model, params)
     where = "input" if attribute_to_layer_input else "output"
     specs = _SPECS.setdefault(module, {})
     signature = _signature(args, attribute_to_layer_input)
     spec = specs.get(signature)
     if spec is None:
-        spec = _probe(model, module, args, params, attribute_to_layer_input)
+        spec = _find_spec(model, module, args, state, attribute_to_layer_input, call,
+                          meta=True)
     for _ in range(2):
         if spec is None:
-            break
+            raise GradCamError(
+                f"{call}(..., layer={_layer_name(model, module)}): the layer was not called "
+                "during the model's forward pass, so it has no activation to explain. Pick "
+                "a module that the forward actually uses (see model.named_modules())."
+            )
         if not spec:
             raise GradCamError(
                 f"{call}(..., layer={_layer_name(model, module)}): the layer's {where} "
-                "holds no floating-point Tensor, so there is nothing to attribute to."
+                "holds no floating-point Tensor, so there is nothing to attribute to. Pick "
+                "a layer whose " + where + " is a float Tensor (or a tuple holding some)."
+            )
+        if any(source is None for _, _, source in spec):
+            raise GradCamError(
+                f"{call}(..., layer={_layer_name(model, module)}, "
+                f"attribute_to_layer_input={attribute_to_layer_input}): a tensor the layer "
+                "receives was not made by a torch call, a model input or a parameter that "
+                "gradcam_func can see (a custom C++ op?), so its gradient through every use "
+                "cannot be taken. Explain the output of the layer that makes it instead."
             )
         specs[signature] = spec
         try:
-            return _split_with(model, module, args, params, attribute_to_layer_input,
-                               spec, call)
-        except _StaleSpec as stale:
-            spec = stale.spec
+            return _split_with(model, module, args, state, attribute_to_layer_input,
+                               spec, call,
+                               write_back=params is None and isinstance(model, nn.Module))
+        except _Stale:
+            spec = _find_spec(model, module, args, state, attribute_to_layer_input, call,
+                              meta=False)
     raise GradCamError(
-        f"{call}(..., layer={_layer_name(model, module)}): the layer was not called "
-        "during the model's forward pass, so it has no activation to explain. Pick a "
-        "module that the forward actually uses (see model.named_modules())."
+        f"{call}(..., layer={_layer_name(model, module)}): the forward pass runs "
+        "differently each time (the layer's tensors change shape or come from other "
+        "calls between two runs on the same inputs), so there is no single activation "
+        "to explain. Make the forward deterministic for the call (model.eval()), or "
+        f"explain another layer."
     )
 
 
-def _split_with(model, module, args, params, attribute_to_layer_input, spec, call):
+def _split_with(model, module, args, state, attribute_to_layer_input, spec, call,
+                write_back):
+    sources = list(dict.fromkeys(source for _, _, source in spec))
+
     def forward(*perturbations):
+        eps = dict(zip(sources, perturbations))
+        ops = None
+        if any(source[0] == "op" for source in sources):
+            ops = Ops({(s[1], s[2]): e for s, e in eps.items() if s[0] == "op"})
+        run_args = tuple(arg + eps[("input", i)] if ("input", i) in eps else arg
+                         for i, arg in enumerate(args))
+        run_state = dict(state)
+        for source, e in eps.items():
+            if source[0] == "state":
+                run_state[source[1]] = state[source[1]] + e
+        at_source = {s: run_args[s[1]] for s in sources if s[0] == "input"}
+        at_source.update({s: run_state[s[1]] for s in sources if s[0] == "state"})
         seen = []
 
-        def perturb(value):
-            if seen:
-                raise GradCamError(
-                    f"{call}(..., layer={_layer_name(model, module)}): the layer is "
-                    "called more than once in one forward pass (shared weights), so its "
-                    "activation is ambiguous. Wrap each use in its own module, or pick a "
-                    "layer that runs once."
-                )
-            if _spec_of(value) != spec:
-                raise _StaleSpec(_spec_of(value))
-            items = _floating_items(value)
-            seen.append(tuple(t for _, t in items))
-            return _replace(value, {pos: t + eps
-                                    for (pos, t), eps in zip(items, perturbations)})
+        def at_layer(value, received):
+            with ops.paused() if ops is not None else contextlib.nullcontext():
+                if seen:
+                    raise GradCamError(
+                        f"{call}(..., layer={_layer_name(model, module)}): the layer is "
+                        "called more than once in one forward pass (shared weights), so "
+                        "its activation is ambiguous. Wrap each use in its own module, or "
+                        "pick a layer that runs once."
+                    )
+                tensors, others, tree = flatten(value)
+                _check_seen(tensors, flatten(received)[0], spec, at_source, ops)
+                seen.append(tensors)
+                if not any(source[0] == "hook" for _, _, source in spec):
+                    return None
+                return unflatten(tree, tuple(
+                    t + eps[("hook", i)] if ("hook", i) in eps else t
+                    for i, t in enumerate(tensors)), others)
 
-        handle = _register(module, attribute_to_layer_input, perturb)
+        handle = _register(module, attribute_to_layer_input, at_layer)
         try:
-            output, buffers = _run(model, params, args)
+            output, buffers = run(model, run_state, run_args, call, ops)
         finally:
             handle.remove()
         if not seen:
-            raise _StaleSpec(None)
-        if not isinstance(output, torch.Tensor):
-            raise GradCamError(
-                f"{call}(model, ...): the model must return a Tensor of scores, got "
-                f"{type(output).__name__}. Wrap it to return the Tensor to explain."
-            )
+            raise _Stale()
         return output, (seen[0], buffers)
 
-    zeros = tuple(torch.zeros(shape, dtype=dtype, device=args[0].device)
-                  for _, shape, dtype in spec)
-    output, vjp_fn, (acts, buffers) = torch.func.vjp(forward, *zeros, has_aux=True)
-    if params is None and not retrieve_all_functorch_interpreters():
+    device = _device(args, state)
+    zeros = [torch.zeros(next(shape for shape, _, s in spec if s == source),
+                         dtype=next(dtype for _, dtype, s in spec if s == source),
+                         device=device)
+             for source in sources]
+    output, tensors, vjp_fn, (acts, buffers) = output_vjp(forward, zeros, call)
+    if write_back and not retrieve_all_functorch_interpreters():
         _write_back(model, buffers)
-    return output, acts, vjp_fn
+
+    def pullback(cotangents):
+        """Cotangents on the output's floating-point Tensors -> a gradient per act."""
+        grads = dict(zip(sources, vjp_fn(tuple(cotangents))))
+        return tuple(grads[source] for _, _, source in spec)
+
+    return output, tensors, tuple(acts), pullback
+
+
+def output_vjp(forward, primals, call):
+    """``torch.func.vjp`` of ``forward(*primals) -> (output, aux)`` for any output.
+
+    Returns ``(output, tensors, vjp_fn, aux)``: the output as the model returned it,
+    its floating-point Tensors, and ``vjp_fn(cotangents)`` taking one cotangent per
+    Tensor, as a tuple.
+    """
+    structure = []  # the tree and the non-Tensor leaves (aux may hold only Tensors)
+
+    def flat(*values):
+        output, aux = forward(*values)
+        tensors, others, tree = flatten(output)
+        if not tensors:
+            raise GradCamError(
+                f"{call}(model, ...): the model's output ({type(output).__name__}) holds "
+                "no floating-point Tensor, so there is no score to differentiate."
+            )
+        structure[:] = [tree, others]
+        return tensors, (aux, [o for o in others if isinstance(o, torch.Tensor)])
+
+    tensors, vjp_fn, (aux, other_tensors) = torch.func.vjp(flat, *primals, has_aux=True)
+    tree, others = structure
+    unwrapped = iter(other_tensors)  # the same Tensors, outside the transform
+    others = [next(unwrapped) if isinstance(o, torch.Tensor) else o for o in others]
+    return unflatten(tree, tensors, others), tensors, vjp_fn, aux
+
+
+def _check_seen(tensors, received, spec, at_source, ops):
+    """Raise _Stale unless the layer saw what ``spec`` says, perturbed where it says."""
+    if [(tuple(t.shape), t.dtype) for t in tensors] != [(s, d) for s, d, _ in spec]:
+        raise _Stale()
+    for tensor, (_, _, source) in zip(tensors, spec):
+        if source[0] == "hook":
+            if any(tensor is x for x in received):  # returned unchanged: perturb at source
+                raise _Stale()
+        elif source[0] == "op":
+            if ops.perturbed.get(source[1:]) is not tensor:
+                raise _Stale()
+        elif at_source[source] is not tensor:
+            raise _Stale()
+
+
+def _device(args, state):
+    """Where the perturbations live: the device of the first floating input or weight."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)] + list(state.values())
+    floating = [t for t in tensors if t.is_floating_point()]
+    return (floating or tensors)[0].device
 
 
 def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None,
@@ -245,30 +416,62 @@ def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None
 
     model: an nn.Module or a callable that calls ``layer``; inputs: a Tensor or a tuple
     of Tensors, dim 0 the batch, passed as ``model(*inputs, *additional_forward_args)``.
-    Returns the model's output (B, ...), the layer's output (or input, with
+    Returns the model's output exactly as the model returned it (a Tensor, tuple, dict,
+    dataclass or ``ModelOutput``), the layer's output (or input, with
     ``attribute_to_layer_input=True``) as a Tensor, or a tuple when it holds several
     Tensors, and ``pullback(cotangent) -> gradient at the activation`` (same structure
-    as the activation) for a cotangent shaped like the output. ``pullback`` does not
-    rerun the forward; map it over stacked cotangents with ``torch.func.vmap``.
+    as the activation). The cotangent is shaped like the output: a Tensor for a Tensor
+    output; for a structured output, the same structure with a Tensor (or None, for
+    zeros) at each floating-point Tensor of the output. ``pullback`` does not rerun
+    the forward; map it over stacked cotangents with ``torch.func.vmap``.
+
+    With ``attribute_to_layer_input=True`` the gradient is taken with respect to the
+    tensor the layer receives, through every use of that tensor (Captum's semantics).
 
     Outside ``torch.func`` differentiating transforms nothing keeps an autograd graph:
     output, activation and gradients are plain tensors. Inside them, everything stays
     differentiable with respect to ``params`` and ``inputs``.
     """
+    call = "layer_vjp"
     with _eager_no_grad():
-        output, acts, vjp_fn = split(
+        output, tensors, acts, vjp_fn = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
-            params=params, attribute_to_layer_input=attribute_to_layer_input,
+            params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )
 
     def pullback(cotangent):
+        cotangents = _cotangent_tensors(cotangent, output, tensors, call)
         with _eager_no_grad():
-            grads = vjp_fn(cotangent)
+            grads = vjp_fn(cotangents)
         return grads[0] if len(grads) == 1 else grads
 
     return output, (acts[0] if len(acts) == 1 else acts), pullback
 
 
-def _eager_no_grad():
-    """No autograd recording, unless a torch.func transform differentiates through us."""
-    return contextlib.nullcontext() if differentiable_context() else torch.no_grad()
+def _cotangent_tensors(cotangent, output, tensors, call):
+    """A cotangent shaped like ``output`` -> one Tensor per floating Tensor of it."""
+    given = entries_like(cotangent, output)
+    if given is None:
+        raise GradCamError(
+            f"{call}(...) pullback(cotangent): the model returned a "
+            f"{type(output).__name__}; the cotangent must have the same structure, with a "
+            "Tensor (or None for zeros) at each floating-point Tensor of the output; got "
+            f"{type(cotangent).__name__}."
+        )
+    result = []
+    for i, (value, tensor) in enumerate(zip(given, tensors)):
+        if value is None:
+            value = torch.zeros_like(tensor)
+        where = "" if isinstance(output, torch.Tensor) else f" at output tensor {i}"
+        if (not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(tensor.shape)
+                or value.dtype != tensor.dtype):
+            got = (f"shape {tuple(value.shape)} and dtype {value.dtype}"
+                   if isinstance(value, torch.Tensor) else type(value).__name__)
+            raise GradCamError(
+                f"{call}(...) pullback(cotangent): the cotangent{where} must be a Tensor "
+                f"shaped like the output, shape {tuple(tensor.shape)} and dtype "
+                f"{tensor.dtype}; got {got}. Build it with torch.zeros_like(output) (or "
+                "of the output's Tensor), then set the scores to differentiate."
+            )
+        result.append(value)
+    return tuple(result)

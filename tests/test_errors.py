@@ -128,8 +128,8 @@ def test_callable_target_of_the_wrong_shape(net, x):
         return out
 
     with pytest.raises(GradCamError, match=r"target=everything\): a callable target must "
-                       r"map the output \(2, 5\) to one score per example, shape \(2,\); "
-                       r"it returned \(2, 5\)"):
+                       r"map the output to one floating-point score per example, shape "
+                       r"\(2,\); it returned shape \(2, 5\) and dtype torch.float32"):
         gf.grad_cam(net, "0", x, everything)
 
 
@@ -151,9 +151,11 @@ def test_params_need_a_module(net, x):
         gf.grad_cam(lambda x: net(x), net[0], x, 1, params={})
 
 
-def test_model_must_return_a_tensor(net, x):
-    with pytest.raises(GradCamError, match=r"the model must return a Tensor of scores, got "
-                                           r"dict"):
+def test_index_target_on_a_structured_output_shows_the_callable(net, x):
+    with pytest.raises(GradCamError, match=r"target=1\): an index target needs a model that "
+                       r"returns a Tensor of scores, but this model returns dict, whose "
+                       r"Tensors are: out\['logits'\] \(2, 5\) torch.float32\. Pass a "
+                       r"callable target.*target=lambda out: out\['logits'\]\[:, k\], or wrap"):
         gf.grad_cam(lambda x: {"logits": net(x)}, net[0], x, 1)
 
 

@@ -77,8 +77,9 @@ def test_no_hook_left_even_when_the_model_raises():
         raise RuntimeError("boom")
 
     handle = model[6].register_forward_pre_hook(explode)
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(gf.GradCamError, match="the model raised RuntimeError .*: boom") as info:
         gf.guided_backprop(model, x, 1)
+    assert isinstance(info.value.__cause__, RuntimeError)
     handle.remove()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     # the ReLUs are plain again: ordinary gradients equal autograd's

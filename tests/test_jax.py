@@ -167,7 +167,7 @@ def test_errors(setup):
                                            r"the output \(3, 5\) to .* shape \(3,\); it "
                                            r"returned \(3, 2\)\. Reduce"):
         gj.grad_cam(trunk, head, x, lambda out: out[:, :2])
-    with pytest.raises(GradCamError, match=r"targets=top_k\(9\)\): needs an output of shape "
+    with pytest.raises(GradCamError, match=r"targets=top_k\(9\)\): needs class scores of shape "
                                            r"\(B, N\) with N >= 9 classes, got \(3, 5\)"):
         gj.grad_cam(trunk, head, x, targets=gj.top_k(9))
     with pytest.raises(GradCamError, match=r"targets=\[\]\): expected at least one target"):

@@ -108,6 +108,6 @@ def test_top_k_rejects_bad_k_and_outputs():
     case = ZOO["plain_cnn"](torch.float64)
     with pytest.raises(gf.GradCamError, match=r"top_k\(k=0\): expected a positive int"):
         gf.top_k(0)
-    with pytest.raises(gf.GradCamError, match=r"targets=top_k\(9\)\): needs an output of "
+    with pytest.raises(gf.GradCamError, match=r"targets=top_k\(9\)\): needs class scores of "
                        r"shape \(B, N\) with N >= 9 classes, got \(3, 5\)"):
         gf.grad_cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(9))
