@@ -25,6 +25,28 @@ def assert_close(actual, expected):
     torch.testing.assert_close(actual, expected, **TOLERANCES[expected.dtype])
 
 
+def assert_not_zero(reference):
+    """Fail when a reference (a Tensor or a tuple of them) is ~0 everywhere: matching
+    it would prove nothing. ~0 means no entry above 10x the dtype's atol, so a 10% error in the
+    largest entry would go unseen."""
+    for r in reference if isinstance(reference, tuple) else (reference,):
+        largest = r.detach().abs().max().item()
+        assert largest > 10 * TOLERANCES[r.dtype]["atol"], (
+            f"the reference is ~0 (largest magnitude {largest:.3g}); a match proves nothing")
+
+
+def assert_matches(actual, expected):
+    """``actual`` equals a non-zero reference: Tensors, or tuples of them, alike."""
+    assert_not_zero(expected)
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected), type(actual)
+        for a, e in zip(actual, expected):
+            assert_close(a, e)
+    else:
+        assert isinstance(actual, torch.Tensor), type(actual)
+        assert_close(actual, expected)
+
+
 def assert_arrays_close(actual, expected, dtype=torch.float64):
     """NumPy's assert_allclose on any arrays (torch, NumPy, JAX) with this table."""
     import numpy as np

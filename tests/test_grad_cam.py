@@ -7,7 +7,7 @@ import torch
 from captum.attr import LayerGradCam
 
 import gradcam_func as gf
-from conftest import assert_close
+from conftest import assert_close, assert_matches
 from zoo import ZOO
 
 DTYPES = [torch.float32, torch.float64]
@@ -31,23 +31,13 @@ def ours(case, target, **options):
                        additional_forward_args=case.args or None, **options)
 
 
-def assert_same(actual, expected):
-    if isinstance(expected, tuple):
-        assert isinstance(actual, tuple) and len(actual) == len(expected)
-        for a, e in zip(actual, expected):
-            assert_close(a, e)
-    else:
-        assert isinstance(actual, torch.Tensor)
-        assert_close(actual, expected)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("options", OPTIONS,
                          ids=lambda o: "-".join(k for k, v in o.items() if v) or "default")
 @pytest.mark.parametrize("name", ZOO)
 def test_matches_captum_across_options(name, options, dtype):
     case = ZOO[name](dtype)
-    assert_same(ours(case, case.target, **options),
+    assert_matches(ours(case, case.target, **options),
                 captum(case, case.target, **options))
 
 
@@ -70,7 +60,7 @@ def target_forms(case):
 def test_matches_captum_for_every_target_form(name, form):
     case = ZOO[name](torch.float64)
     target = target_forms(case)[form]
-    assert_same(ours(case, target), captum(case, target))
+    assert_matches(ours(case, target), captum(case, target))
 
 
 class Scores(torch.nn.Module):
@@ -90,7 +80,7 @@ class Scores(torch.nn.Module):
 def test_target_none_on_a_per_example_score(name, keepdim):
     case = ZOO[name](torch.float64)
     case.model = Scores(case.model, keepdim)
-    assert_same(ours(case, None), captum(case, None))
+    assert_matches(ours(case, None), captum(case, None))
 
 
 def test_tuple_targets_on_a_three_dimensional_output():

@@ -1,0 +1,209 @@
+"""attribute_to_layer_input: the gradient with respect to the tensor the layer receives,
+through every use of that tensor, equal to Captum's autograd on the architectures where
+other uses hide (residual shortcuts, sibling branches, ``attn(x, x, x)``, in-place ops)."""
+
+import copy
+
+import pytest
+import torch
+from captum._utils.gradient import compute_layer_gradients_and_eval
+from captum.attr import LayerGradCam
+from torch import nn
+
+import gradcam_func as gf
+from conftest import FINITE_DIFFERENCES, assert_close, assert_matches
+from gradcam_func.variants import METHODS
+from layer_inputs import CASES
+
+OPTIONS = [dict(), dict(relu=True), dict(sum_channels=False)]
+
+
+def captum(model, layer, x, target, relu=False, sum_channels=True):
+    result = LayerGradCam(model, model.get_submodule(layer)).attribute(
+        x.clone(), target, attribute_to_layer_input=True, relu_attributions=relu,
+        attr_dim_summation=sum_channels)
+    return tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach()
+
+
+def through_the_layer_only(model, layer, x, target):
+    """The CAM if only the layer's own path counted (the semantics Captum does not have):
+    the layer's inputs swapped for detached leaves at its pre-hook."""
+    leaves = []
+
+    def swap(_, args):
+        new = tuple(a.detach().requires_grad_() if torch.is_tensor(a) else a for a in args)
+        leaves.extend(a for a in new if torch.is_tensor(a))
+        return new
+
+    handle = model.get_submodule(layer).register_forward_pre_hook(swap)
+    try:
+        score = model(x)[:, target].sum()
+    finally:
+        handle.remove()
+    grads = torch.autograd.grad(score, leaves)
+    cams = tuple(gf.ops.grad_cam_from(a.detach(), g) for a, g in zip(leaves, grads))
+    return cams if len(cams) > 1 else cams[0]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o) or "default")
+@pytest.mark.parametrize("name", CASES)
+def test_grad_cam_equals_captum(name, options):
+    model, layer, x = CASES[name]()
+    assert_matches(gf.grad_cam(model, layer, x, 1, attribute_to_layer_input=True, **options),
+                   captum(model, layer, x, 1, **options))
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if name != "basic_block"])
+def test_each_case_has_uses_outside_the_layer(name):
+    """The layer's path alone gives another CAM, so the test above can tell them apart.
+    (A whole BasicBlock uses its input only inside: it is there for parity alone.)"""
+    model, layer, x = CASES[name]()
+    expected = captum(model, layer, x, 1)
+    alone = through_the_layer_only(model, layer, x, 1)
+    pairs = zip(*(v if isinstance(v, tuple) else (v,) for v in (expected, alone)))
+    assert any((e - a).abs().max() > 1e-3 * e.abs().max() for e, a in pairs)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_targets_equal_captums_loop_from_one_forward(name):
+    model, layer, x = CASES[name]()
+    targets = [0, 3, 1]
+    stacked = gf.grad_cam(model, layer, x, targets=targets, attribute_to_layer_input=True)
+    expected = [captum(model, layer, x, t) for t in targets]
+    if isinstance(expected[0], tuple):
+        expected = tuple(torch.stack(parts) for parts in zip(*expected))
+    else:
+        expected = torch.stack(expected)
+    assert_matches(stacked, expected)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", ["basic_block_conv1", "fire_expand3x3", "model_input"])
+def test_every_method_sees_the_total_gradient(name, method):
+    model, layer, x = CASES[name]()
+    grads, acts = compute_layer_gradients_and_eval(
+        model, model.get_submodule(layer), x.clone(), 2, attribute_to_layer_input=True)
+    expected = METHODS[method](acts[0].detach(), grads[0].detach())
+    assert_matches(gf.cam(model, layer, x, 2, method=method, attribute_to_layer_input=True),
+                   expected)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_layer_vjp_pullback_equals_captums_gradient(name):
+    model, layer, x = CASES[name]()
+    output, acts, pullback = gf.layer_vjp(model, layer, x, attribute_to_layer_input=True)
+    cotangent = torch.zeros_like(output)
+    cotangent[:, 4] = 1
+    grads, evals = compute_layer_gradients_and_eval(
+        model, model.get_submodule(layer), x.clone(), 4, attribute_to_layer_input=True)
+    mine = pullback(cotangent)
+    mine, acts = (mine, acts) if isinstance(mine, tuple) else ((mine,), (acts,))
+    assert_matches(mine, tuple(g.detach() for g in grads))
+    assert_matches(acts, tuple(e.detach() for e in evals))
+
+
+class Counter(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_one_forward_for_k_targets():
+    model, layer, x = CASES["inception_branch5x5"]()
+    model.stem, model.fc = Counter(model.stem), Counter(model.fc)
+    gf.grad_cam(model, layer, x, 0, attribute_to_layer_input=True)  # probes the shape
+    model.stem.calls = model.fc.calls = 0
+    gf.grad_cam(model, layer, x, targets=[0, 1, 2, 3, 4], attribute_to_layer_input=True)
+    assert model.stem.calls == 1 and model.fc.calls == 1
+
+
+def test_params_equal_loading_them():
+    model, layer, x = CASES["basic_block_conv1"]()
+    other, _, _ = CASES["basic_block_conv1"]()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5).add_(0.1)
+    params = {k: v.detach() for k, v in other.named_parameters()}
+    before = copy.deepcopy(model.state_dict())
+    assert_matches(gf.grad_cam(model, layer, x, 1, params=params,
+                               attribute_to_layer_input=True),
+                   captum(other, layer, x, 1))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_vmap_over_inputs_equals_a_loop():
+    model, layer, _ = CASES["fire_expand3x3"]()
+    xs = torch.randn(3, 2, 3, 6, 6, dtype=torch.float64)
+
+    def explain(x):
+        return gf.grad_cam(model, layer, x, targets=[0, 2], attribute_to_layer_input=True)
+
+    assert_close(torch.func.vmap(explain)(xs), torch.stack([explain(x) for x in xs]))
+
+
+@pytest.mark.parametrize("name", ["basic_block_conv1", "inplace_alias_chunk", "model_input"])
+def test_gradient_of_the_cam_matches_finite_differences(name):
+    model, layer, x = CASES[name]()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    direction = {k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
+                 for k, v in params.items()}
+
+    def loss(p):
+        cams = gf.grad_cam(model, layer, x, targets=[1, 3], params=p,
+                           attribute_to_layer_input=True)
+        return (cams[0] ** 2).sum() + (cams[1] * cams[0]).sum()
+
+    grads = torch.func.grad(loss)(params)
+    analytic = sum((grads[k] * direction[k]).sum() for k in params)
+    eps = 1e-6
+    numeric = (loss({k: params[k] + eps * direction[k] for k in params})
+               - loss({k: params[k] - eps * direction[k] for k in params})) / (2 * eps)
+    assert abs(numeric.item()) > 1e-6
+    torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
+
+
+def test_a_forward_that_changes_between_runs_is_refused():
+    """A model that makes its layer's input in a different call on every run."""
+
+    class Restless(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.fc, self.runs = nn.Linear(3, 3), nn.Linear(3, 2), 0
+
+        def forward(self, x):
+            self.runs += 1
+            for _ in range(self.runs):  # one more op on every run
+                x = x * 1.0
+            return self.fc(self.layer(x) + x)
+
+    with pytest.raises(gf.GradCamError, match=r"layer='layer'\): the forward pass runs "
+                       r"differently each time.*model.eval\(\)"):
+        gf.grad_cam(Restless().double(), "layer", torch.randn(2, 3, dtype=torch.float64), 0,
+                    attribute_to_layer_input=True)
+
+
+def test_an_identity_layer_output_counts_every_use():
+    """A layer that returns its input unchanged (dropout in eval) returns the same tensor:
+    its output is perturbed where that tensor was made, as Captum's autograd sees it."""
+
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.drop = nn.Conv2d(3, 3, 3, padding=1), nn.Dropout(0.5)
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = torch.tanh(self.conv(x))
+            return self.fc((self.drop(h) * h + h).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Skip().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    expected = LayerGradCam(model, model.drop).attribute(x, 1).detach()
+    assert_matches(gf.grad_cam(model, "drop", x, 1), expected)
