@@ -218,7 +218,14 @@ def model_failed(call, error, model, args):
             f"{type(convs[0]).__name__} reads as one example without a batch axis: for one "
             "example, pass x[None]."
         )
+    if "saved tensor hooks" in message or "setup_context" in message:
+        hints.append(
+            "If the model uses activation checkpointing (torch.utils.checkpoint), which "
+            "torch.func cannot differentiate through, turn it off for the call: the "
+            "gradients are the same without it. gradcam_func turns off HuggingFace's "
+            "(gradient_checkpointing_enable) and timm's (set_grad_checkpointing) itself."
+        )
     return GradCamError(
         f"{call}(model, ...): the model raised {type(error).__name__} while running on "
-        f"inputs ({shown}): {message}" + "".join(f" {hint}" for hint in hints)
+        f"inputs ({shown}): \"{message}\"." + "".join(f" {hint}" for hint in hints)
     )

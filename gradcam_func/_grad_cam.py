@@ -49,7 +49,7 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
     """
     check_one_of(target, targets, call)
     with _eager_no_grad():
-        output, _, acts, pullback = split(
+        output, _, acts, pullback, finish = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
             params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )
@@ -59,6 +59,7 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
 
         cams, classes = over_targets(cams_of, output, batch_size_of(inputs), target,
                                      targets, chunk_size, call)
+    finish()
     cams = cams[0] if len(cams) == 1 else cams
     return cams if classes is None else (cams, classes)
 

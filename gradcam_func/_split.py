@@ -241,11 +241,13 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
 
 def split(model, layer, inputs, *, additional_forward_args=None, params=None,
           attribute_to_layer_input=False, call="layer_vjp"):
-    """The split with everything flat: ``(output, tensors, acts, vjp_fn)``.
+    """The split with everything flat: ``(output, tensors, acts, vjp_fn, finish)``.
 
     output: the model's output as returned; tensors: its floating-point Tensors, the
     order ``vjp_fn`` takes cotangents in; acts: a tuple of the layer's tensors;
-    ``vjp_fn(cotangents) -> grads``, one per act.
+    ``vjp_fn(cotangents) -> grads``, one per act. ``finish()`` writes the forward's
+    buffer updates (train-mode BatchNorm) into the module: call it once the whole call
+    has succeeded, so a call that fails leaves the module as it was.
     """
     model = prepare_model(model, call)
     module = resolve_layer(model, layer, call)
@@ -350,15 +352,18 @@ def _split_with(model, module, args, state, attribute_to_layer_input, spec, call
                          device=device)
              for source in sources]
     output, tensors, vjp_fn, (acts, buffers) = output_vjp(forward, zeros, call)
-    if write_back and not retrieve_all_functorch_interpreters():
-        _write_back(model, buffers)
 
     def pullback(cotangents):
         """Cotangents on the output's floating-point Tensors -> a gradient per act."""
         grads = dict(zip(sources, vjp_fn(tuple(cotangents))))
         return tuple(grads[source] for _, _, source in spec)
 
-    return output, tensors, tuple(acts), pullback
+    def finish():
+        """Write the forward's buffer updates into the module, once the call succeeded."""
+        if write_back and not retrieve_all_functorch_interpreters():
+            _write_back(model, buffers)
+
+    return output, tensors, tuple(acts), pullback, finish
 
 
 def output_vjp(forward, primals, call):
@@ -434,10 +439,11 @@ def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None
     """
     call = "layer_vjp"
     with _eager_no_grad():
-        output, tensors, acts, vjp_fn = split(
+        output, tensors, acts, vjp_fn, finish = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
             params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )
+    finish()
 
     def pullback(cotangent):
         cotangents = _cotangent_tensors(cotangent, output, tensors, call)

@@ -52,3 +52,24 @@ def assert_arrays_close(actual, expected, dtype=torch.float64):
     import numpy as np
 
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), **TOLERANCES[dtype])
+
+
+# What a call must leave as it found: state, inputs and hooks.
+
+def snapshot(model, inputs):
+    state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    return state, tuple(x.clone() for x in inputs)
+
+
+def assert_unchanged(model, inputs, saved):
+    state, saved_inputs = saved
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    for x, saved_x in zip(inputs, saved_inputs):
+        assert torch.equal(x, saved_x)
+
+
+def hooks_of(model):
+    return [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for name, m in model.named_modules()
+            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks]

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
+from conftest import assert_close, assert_unchanged, hooks_of, snapshot
 from gradcam_func import GradCamError
 
 
@@ -169,3 +170,190 @@ def test_errors_are_value_and_type_errors(net, x):
         gf.grad_cam(net, "0", x, 9)
     with pytest.raises(TypeError):
         gf.grad_cam(net, "0", "not a tensor", 1)
+
+
+# Each refusal below also leaves the model as it found it: state, hooks and inputs.
+
+@pytest.fixture
+def bn_net():
+    """A train-mode model with BatchNorm, so a forward that ran would leave a trace."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).train()
+
+
+def raises_untouched(model, inputs, fragment, call):
+    """``call()`` raises a GradCamError matching ``fragment``; nothing is left changed."""
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    saved, hooks = snapshot(model, inputs), hooks_of(model)
+    with pytest.raises(GradCamError, match=fragment) as info:
+        call()
+    assert_unchanged(model, inputs, saved)
+    assert hooks_of(model) == hooks
+    return info.value
+
+
+def test_integer_images_are_told_to_become_floats(bn_net, x):
+    images = (x.abs() * 60).to(torch.uint8)
+    error = raises_untouched(bn_net, images, r"grad_cam\(model, \.\.\.\): the model raised "
+                             r"RuntimeError while running on inputs \(\(2, 3, 6, 6\) "
+                             r"torch.uint8\).*inputs\[0\] holds torch.uint8 values.*"
+                             r"x.float\(\) / 255",
+                             lambda: gf.grad_cam(bn_net, "0", images, 1))
+    assert isinstance(error.__cause__, RuntimeError)
+
+
+def test_integer_token_ids_stay_valid_input():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 3))
+    ids = torch.randint(0, 10, (2, 3))
+    assert gf.grad_cam(model, "0", ids, 1).shape == (2, 1, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_inputs_in_another_dtype_than_the_weights(bn_net, x, dtype):
+    raises_untouched(bn_net, x.to(dtype), rf"inputs\[0\] is {dtype} but the model's weights "
+                     rf"are torch.float32: pass x.to\(torch.float32\), or convert the model "
+                     rf"with model.to\({dtype}\)",
+                     lambda: gf.grad_cam(bn_net, "0", x.to(dtype), 1))
+
+
+def test_an_input_without_a_batch_axis(bn_net, x):
+    raises_untouched(bn_net, x[0], r"inputs\[0\] has shape \(3, 6, 6\), which the model's "
+                     r"first Conv2d reads as one example without a batch axis: for one "
+                     r"example, pass x\[None\]", lambda: gf.grad_cam(bn_net.eval(), "0", x[0], 1))
+
+
+@pytest.mark.parametrize("target, fragment", [
+    (lambda out: 1.0, r"it returned float 1.0"),
+    (lambda out: out.argmax(1), r"it returned shape \(2,\) and dtype torch.int64.*not "
+                                r"out.argmax\(1\), which has no gradient"),
+    (lambda out: out, r"it returned shape \(2, 5\) and dtype torch.float32"),
+    (lambda out: out.logits[:, 0], r"the target raised AttributeError: 'Tensor' object has "
+                                   r"no attribute 'logits'.*a Tensor"),
+])
+def test_callable_targets_that_give_no_score_per_example(bn_net, x, target, fragment):
+    raises_untouched(bn_net, x, r"target=<lambda>\): " + ".*" + fragment,
+                     lambda: gf.grad_cam(bn_net, "0", x, target))
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"0.weigth": torch.zeros(4, 3, 3, 3)}, r"params=\{'0.weigth': \.\.\.\}\): the model has "
+                                            r"no parameter or buffer '0.weigth'; did you mean "
+                                            r"'0.weight'"),
+    ({"0.weight": torch.zeros(3)}, r"params=\{'0.weight': \.\.\.\}\): expected a Tensor of "
+                                   r"shape \(4, 3, 3, 3\).*got a Tensor of shape \(3,\)"),
+    ([("0.weight", torch.zeros(4, 3, 3, 3))], r"params=\.\.\.\): expected a mapping of names "
+                                              r"to Tensors.*got list"),
+])
+def test_params_that_do_not_fit_the_model(bn_net, x, params, fragment):
+    raises_untouched(bn_net, x, fragment, lambda: gf.grad_cam(bn_net, "0", x, 1, params=params))
+
+
+@pytest.mark.parametrize("cotangent, fragment", [
+    (torch.zeros(2, 4), r"shape \(2, 5\) and dtype torch.float32; got shape \(2, 4\)"),
+    (torch.zeros(2, 5, dtype=torch.float64), r"got shape \(2, 5\) and dtype torch.float64"),
+    ([1.0], r"got list"),
+])
+def test_pullback_cotangent_of_the_wrong_shape_or_dtype(net, x, cotangent, fragment):
+    _, _, pullback = gf.layer_vjp(net, "0", x)
+    with pytest.raises(GradCamError, match=r"layer_vjp\(\.\.\.\) pullback\(cotangent\): the "
+                       r"cotangent must be a Tensor shaped like the output, .*" + fragment):
+        pullback(cotangent)
+
+
+def test_torchscript_is_refused_with_why(net, x):
+    scripted = torch.jit.script(net)
+    raises_untouched(net, x, r"grad_cam\(model=RecursiveScriptModule\(\.\.\.\)\): a "
+                     r"torch.jit.script \(or trace\) module runs its forward as TorchScript.*"
+                     r"Explain the original nn.Module",
+                     lambda: gf.grad_cam(scripted, "0", x, 1))
+
+
+def test_data_parallel_explains_its_module(net, x):
+    expected = gf.grad_cam(net, "0", x, 1)
+    parallel = nn.DataParallel(net)
+    for layer in ("module.0", "0", net[0]):
+        assert_close(gf.grad_cam(parallel, layer, x, 1), expected)
+
+
+def test_distributed_data_parallel_explains_its_module(net, x):
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1)
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(net)
+        assert_close(gf.grad_cam(wrapped, "module.0", x, 1), gf.grad_cam(net, "0", x, 1))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_compiled_model_takes_its_original_layer_names(net, x):
+    compiled = torch.compile(net)
+    expected = gf.grad_cam(net, "0", x, targets=[1, 2])
+    for layer in ("0", "_orig_mod.0", net[0]):
+        assert_close(gf.grad_cam(compiled, layer, x, targets=[1, 2]), expected)
+
+
+class Checkpointed(nn.Module):
+    """Activation checkpointing as torch.utils.checkpoint does it, which torch.func
+    cannot differentiate through, and behind a switch like HuggingFace's and timm's."""
+
+    def __init__(self, reentrant):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(4, 5))
+        self.reentrant = reentrant
+        self.grad_checkpointing = False  # timm's switch
+
+    def forward(self, x):
+        if self.grad_checkpointing:
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self.head, self.conv(x), use_reentrant=self.reentrant)
+        return self.head(self.conv(x))
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointing_behind_a_known_switch_is_turned_off_for_the_call(x, reentrant):
+    torch.manual_seed(0)
+    model = Checkpointed(reentrant)
+    expected = gf.grad_cam(model, "conv", x, 1)
+    model.grad_checkpointing = True
+    assert_close(gf.grad_cam(model, "conv", x, 1), expected)
+    assert model.grad_checkpointing is True
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointing_gradcam_func_cannot_switch_off_names_the_fix(x, reentrant):
+    torch.manual_seed(0)
+    model = Checkpointed(reentrant)
+
+    def checkpointed(inputs):  # checkpointing hard-wired into a plain function
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(model.head, model.conv(inputs), use_reentrant=reentrant)
+
+    with pytest.raises(GradCamError, match=r"activation checkpointing "
+                       r"\(torch.utils.checkpoint\).*turn it off for the call"):
+        gf.grad_cam(checkpointed, model.conv, x, 1)
+
+
+def test_huggingface_gradient_checkpointing_in_train_mode():
+    from hf_models import build
+
+    model, x = build("vit")
+    model.train()
+    expected = gf.grad_cam(model, "vit.layers.0.mlp.fc1", x, lambda out: out.logits[:, 1])
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    assert_close(gf.grad_cam(model, "vit.layers.0.mlp.fc1", x,
+                             lambda out: out.logits[:, 1]), expected)
+    assert model.is_gradient_checkpointing
