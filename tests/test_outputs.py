@@ -1,0 +1,148 @@
+"""Models that return structures: the callable target sees the output as returned,
+layer_vjp hands it back as is, and its pullback takes a cotangent of the same shape."""
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+import pytest
+import torch
+from captum.attr import LayerGradCam
+from torch import nn
+
+import gradcam_func as gf
+from conftest import assert_close, assert_matches
+
+Pair = namedtuple("Pair", "logits features")
+
+
+@dataclass
+class Result:
+    logits: torch.Tensor
+    features: torch.Tensor
+    note: str = "from a dataclass"
+
+
+class Segmenter(nn.Module):
+    """torchvision's segmentation models return {"out": (B, C, H, W), "aux": ...}."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+        self.backbone = nn.Conv2d(3, 6, 3, padding=1)
+        self.classifier = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        features = torch.tanh(self.backbone(x))
+        logits = self.classifier(features)
+        pieces = dict(logits=logits, features=features)
+        if self.form == "dict":
+            return {"out": logits, "aux": features, "size": x.shape[-1], "none": None}
+        if self.form == "namedtuple":
+            return Pair(**pieces)
+        if self.form == "dataclass":
+            return Result(**pieces)
+        return (logits, [features, torch.ones(2, dtype=torch.long)], None)  # nested
+
+
+def logits_of(out):
+    if isinstance(out, dict):
+        return out["out"]
+    return out[0] if isinstance(out, tuple) and not hasattr(out, "_fields") else out.logits
+
+
+def segmentation_score(out, k=2):
+    """The class-k logit summed over its predicted pixels (a segmentation target)."""
+    logits = logits_of(out)
+    mask = (logits.argmax(1) == k).to(logits.dtype)
+    return (logits[:, k] * mask).sum((1, 2))
+
+
+class Scored(nn.Module):
+    """What Captum needs: the structure reduced to one score per example."""
+
+    def __init__(self, model, score):
+        super().__init__()
+        self.model, self.score = model, score
+
+    def forward(self, x):
+        return self.score(self.model(x))
+
+
+FORMS = ["dict", "namedtuple", "dataclass", "nested"]
+
+
+def make(form):
+    torch.manual_seed(0)
+    return Segmenter(form).double().eval(), torch.randn(2, 3, 6, 6, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_callable_target_sees_the_output_as_returned(form):
+    model, x = make(form)
+    seen = []
+
+    def score(out):
+        seen.append(type(out))
+        return segmentation_score(out)
+
+    expected = LayerGradCam(Scored(model, segmentation_score), model.backbone).attribute(x)
+    assert_matches(gf.grad_cam(model, "backbone", x, score), expected.detach())
+    assert seen and all(t is type(model(x)) for t in seen)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_targets_and_top_k_on_a_structure(form):
+    model, x = make(form)
+    targets = [segmentation_score, lambda out: logits_of(out)[:, 1].mean((1, 2))]
+    cams = gf.grad_cam(model, "backbone", x, targets=targets)
+    assert_close(cams, torch.stack([gf.grad_cam(model, "backbone", x, t) for t in targets]))
+    pooled = lambda out: logits_of(out).mean((2, 3))  # noqa: E731
+    cams, classes = gf.grad_cam(model, "backbone", x, targets=gf.top_k(2, scores=pooled))
+    expected = torch.stack([LayerGradCam(Scored(model, pooled), model.backbone).attribute(
+        x, row.tolist()).detach() for row in classes])
+    assert_matches(cams, expected)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_layer_vjp_returns_the_structure_and_pulls_back_a_like_cotangent(form):
+    model, x = make(form)
+    output, act, pullback = gf.layer_vjp(model, "backbone", x)
+    assert type(output) is type(model(x))
+    logits = logits_of(output)
+    weight = torch.randn_like(logits)
+    if form == "dict":
+        cotangent = {"out": weight, "aux": None, "size": None, "none": None}
+    elif form == "namedtuple":
+        cotangent = Pair(weight, None)
+    elif form == "dataclass":
+        cotangent = Result(weight, None)
+    else:
+        cotangent = (weight, [None, None], None)
+    leaf = model.backbone(x).detach().requires_grad_()
+    (expected,) = torch.autograd.grad((model.classifier(torch.tanh(leaf)) * weight).sum(),
+                                      leaf)
+    assert_matches(pullback(cotangent), expected)
+    assert_close(act, leaf.detach())
+
+
+def test_a_cotangent_of_another_structure_is_refused():
+    model, x = make("dict")
+    _, _, pullback = gf.layer_vjp(model, "backbone", x)
+    with pytest.raises(gf.GradCamError, match=r"pullback\(cotangent\): the model returned a "
+                       r"dict; the cotangent must have the same structure.*got Tensor"):
+        pullback(torch.zeros(2, 4, 6, 6, dtype=torch.float64))
+
+
+def test_huggingface_model_output():
+    from captum._utils.gradient import compute_layer_gradients_and_eval
+    from hf_models import Logits, build
+
+    model, x = build("resnet")
+    layer = "resnet.encoder.stages.1"
+    output, _, pullback = gf.layer_vjp(model, layer, x)
+    assert type(output).__name__ == "ImageClassifierOutputWithNoAttention"
+    assert_close(output.logits, model(x).logits.detach())
+    grads = pullback(type(output)(logits=torch.eye(5)[[1, 3]]))
+    (expected,), _ = compute_layer_gradients_and_eval(
+        Logits(model), model.get_submodule(layer), x, [1, 3])
+    assert_matches(grads, expected.detach())
