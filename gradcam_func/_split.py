@@ -23,6 +23,7 @@ stale entry is corrected by a new probe, never used.
 """
 
 import contextlib
+import contextvars
 import weakref
 
 import torch
@@ -36,9 +37,10 @@ from ._outputs import entries_like, flatten, unflatten
 from ._producers import Ops, source_of
 
 __all__ = ["layer_vjp", "split", "differentiable_context", "run", "model_state",
-           "output_vjp"]
+           "output_vjp", "keep_graph"]
 
 _SPECS = weakref.WeakKeyDictionary()  # layer module -> {signature: spec}
+_KEEP_GRAPH = contextvars.ContextVar("keep_graph", default=False)
 
 
 def differentiable_context():
@@ -50,8 +52,22 @@ def differentiable_context():
 
 
 def _eager_no_grad():
-    """No autograd recording, unless a torch.func transform differentiates through us."""
-    return contextlib.nullcontext() if differentiable_context() else torch.no_grad()
+    """No autograd recording, unless a torch.func transform differentiates through us
+    or ``keep_graph`` asked for an eager result that autograd can differentiate."""
+    if differentiable_context() or _KEEP_GRAPH.get():
+        return contextlib.nullcontext()
+    return torch.no_grad()
+
+
+@contextlib.contextmanager
+def keep_graph():
+    """Inside, results keep the autograd graph (``torch.autograd.grad(cam, x)`` works),
+    as Captum's ``create_graph=True`` gives; outside, eager results hold no graph."""
+    token = _KEEP_GRAPH.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_GRAPH.reset(token)
 
 
 class _Found(Exception):

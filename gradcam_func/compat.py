@@ -4,35 +4,47 @@ Change ``from captum.attr import LayerGradCam`` to
 ``from gradcam_func.compat import LayerGradCam`` and keep the rest of your code.
 """
 
-from torch import nn
+import contextlib
 
 from ._checks import GradCamError
 from ._grad_cam import grad_cam
 from ._interpolate import interpolate
+from ._split import keep_graph
 
 __all__ = ["LayerGradCam"]
+
+# torch.autograd.grad's keywords, which Captum passes on. gradcam_func takes its
+# gradients with torch.func.vjp: unused inputs get zero gradients (materialize_grads),
+# nothing is freed (retain_graph), and create_graph=True keeps the result differentiable.
+_GRAD_KWARGS = ("create_graph", "retain_graph", "allow_unused", "materialize_grads")
 
 
 class LayerGradCam:
     """Captum's ``LayerGradCam`` constructor and ``attribute`` call, same results.
 
     Differences: the result holds no autograd graph in eager use (Captum's keeps the
-    forward's graph alive), ``grad_kwargs`` are refused since no ``torch.autograd.grad``
-    call exists to receive them, and a ``DataParallel`` model is refused (explain
-    ``model.module``): ``device_ids`` is accepted for the signature and stored.
+    forward's graph alive) unless ``grad_kwargs={"create_graph": True}`` asks for one,
+    and a ``DataParallel`` model runs its ``.module`` in this process; ``device_ids``
+    is accepted for the signature and stored.
     """
 
     uses_input_marginal_effects = False
 
     def __init__(self, forward_func, layer, device_ids=None):
-        if isinstance(forward_func, nn.DataParallel):
-            raise GradCamError(
-                "LayerGradCam(forward_func=DataParallel(...)): gradcam_func runs the model "
-                "in one process; pass the wrapped model, forward_func.module, instead."
-            )
         self.forward_func = forward_func
         self.layer = layer
         self.device_ids = device_ids
+
+    @property
+    def multiplies_by_inputs(self):
+        """False: Grad-CAM does not multiply by the model's inputs (Captum's flag)."""
+        return False
+
+    @classmethod
+    def get_name(cls):
+        """``"Layer Grad Cam"``: the class name with a space before each capital."""
+        return "".join(c if c.islower() or i == 0 else " " + c
+                       for i, c in enumerate(cls.__name__))
 
     def has_convergence_delta(self):
         return False
@@ -41,20 +53,24 @@ class LayerGradCam:
                   attribute_to_layer_input=False, relu_attributions=False,
                   attr_dim_summation=True, grad_kwargs=None):
         """Grad-CAM at ``self.layer``: (B, 1, *S), or (B, C, *S) without summation."""
-        if grad_kwargs:
+        unknown = sorted(set(grad_kwargs or {}) - set(_GRAD_KWARGS))
+        if unknown:
             raise GradCamError(
-                f"LayerGradCam.attribute(..., grad_kwargs={grad_kwargs!r}): gradcam_func "
-                "takes its gradients with torch.func.vjp, not torch.autograd.grad, so there "
-                "is nothing to pass them to. Drop grad_kwargs."
+                f"LayerGradCam.attribute(..., grad_kwargs={grad_kwargs!r}): "
+                f"{', '.join(map(repr, unknown))} is not a torch.autograd.grad keyword "
+                f"gradcam_func can honour; it takes {', '.join(map(repr, _GRAD_KWARGS))}."
             )
-        return grad_cam(
-            self.forward_func, self.layer, inputs, target,
-            additional_forward_args=additional_forward_args,
-            attribute_to_layer_input=attribute_to_layer_input,
-            relu=relu_attributions, sum_channels=attr_dim_summation,
-        )
+        create_graph = (grad_kwargs or {}).get("create_graph")
+        with keep_graph() if create_graph else contextlib.nullcontext():
+            return grad_cam(
+                self.forward_func, self.layer, inputs, target,
+                additional_forward_args=additional_forward_args,
+                attribute_to_layer_input=attribute_to_layer_input,
+                relu=relu_attributions, sum_channels=attr_dim_summation,
+            )
 
     @staticmethod
     def interpolate(layer_attribution, interpolate_dims, interpolate_mode="nearest"):
         """Captum's ``LayerAttribution.interpolate``: resize a CAM to ``interpolate_dims``."""
         return interpolate(layer_attribution, interpolate_dims, interpolate_mode)
+

@@ -10,7 +10,7 @@ import torch
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from torch import nn
 
-from conftest import assert_close
+from conftest import assert_close, assert_matches
 from gradcam_func import GradCamError
 from gradcam_func.compat import LayerGradCam
 from zoo import ZOO
@@ -42,6 +42,7 @@ class MultiLayer(nn.Module):
         hidden = self.linear1(self.linear0(x))
         if self.multi_input_module:
             a, b = self.multi_relu(hidden, self.linear1_alt(x))
+            self.relu(hidden)  # called, but its output never reaches the result
             return self.linear2(a + b)
         return self.linear2(self.relu(hidden))
 
@@ -162,11 +163,56 @@ def test_signature_matches_captum():
         list(inspect.signature(CaptumLayerGradCam).parameters)
 
 
-def test_refuses_what_it_cannot_honour():
+def test_an_unused_layer_gives_zeros_with_materialize_grads():
+    """Captum's test_relu_gradcam_with_unused_layer, through the drop-in."""
+    net = MultiLayer(multi_input_module=True)
+    x = torch.tensor([[0.0, 6.0, 0.0]], requires_grad=True)
+    result = LayerGradCam(net, net.relu).attribute(inputs=x, target=0,
+                                                    grad_kwargs={"materialize_grads": True})
+    assert len(result) == 1 and list(result[0].shape) == [1]
+    assert result[0].sum().item() == 0
+
+
+def test_create_graph_gives_a_result_autograd_differentiates_like_captums():
+    case = ZOO["residual"](torch.float64)
+    x = case.inputs[0].clone().requires_grad_()
+    grad_kwargs = {"create_graph": True}
+    ours = LayerGradCam(case.model, case.layer).attribute(x, 1, grad_kwargs=grad_kwargs)
+    theirs = CaptumLayerGradCam(case.model, case.layer).attribute(x, 1,
+                                                                   grad_kwargs=grad_kwargs)
+    (ours_grad,) = torch.autograd.grad((ours ** 2).sum(), x)
+    (their_grad,) = torch.autograd.grad((theirs ** 2).sum(), x)
+    assert_matches(ours_grad, their_grad)
+    assert LayerGradCam(case.model, case.layer).attribute(x, 1).grad_fn is None
+
+
+def test_additional_forward_args_as_captum():
+    case = ZOO["extra_args"](torch.float64)
+    ours = LayerGradCam(case.model, case.layer).attribute(
+        case.inputs[0], 2, additional_forward_args=case.args)
+    theirs = CaptumLayerGradCam(case.model, case.layer).attribute(
+        case.inputs[0], 2, additional_forward_args=case.args)
+    assert_matches(ours, theirs.detach())
+
+
+def test_captums_flags_and_name():
     net = OneConv()
-    with pytest.raises(GradCamError, match=r"grad_kwargs=\{'retain_graph': True\}\): "
-                                           r"gradcam_func takes its gradients"):
-        LayerGradCam(net, net.conv1).attribute(grid(), 0, grad_kwargs={"retain_graph": True})
-    with pytest.raises(GradCamError, match=r"forward_func=DataParallel\(\.\.\.\)\).*"
-                                           r"forward_func.module"):
-        LayerGradCam(nn.DataParallel(net), net.conv1)
+    ours, theirs = LayerGradCam(net, net.conv1), CaptumLayerGradCam(net, net.conv1)
+    assert ours.multiplies_by_inputs is theirs.multiplies_by_inputs is False
+    assert ours.has_convergence_delta() is theirs.has_convergence_delta() is False
+    assert LayerGradCam.get_name() == CaptumLayerGradCam.get_name() == "Layer Grad Cam"
+
+
+def test_data_parallel_runs_its_module():
+    net = OneConv()
+    parallel = nn.DataParallel(net)
+    assert_matches(LayerGradCam(parallel, net.conv1, device_ids=None).attribute(grid(), 0),
+                   CaptumLayerGradCam(net, net.conv1).attribute(grid(), 0).detach())
+
+
+def test_refuses_grad_kwargs_it_does_not_know():
+    net = OneConv()
+    with pytest.raises(GradCamError, match=r"grad_kwargs=\{'only_inputs': True\}\): "
+                       r"'only_inputs' is not a torch.autograd.grad keyword gradcam_func "
+                       r"can honour; it takes 'create_graph', 'retain_graph'"):
+        LayerGradCam(net, net.conv1).attribute(grid(), 0, grad_kwargs={"only_inputs": True})
