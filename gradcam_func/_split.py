@@ -207,7 +207,7 @@ def _describe(value, received, attribute_to_layer_input, ops, args, state):
     return tuple(spec)
 
 
-def _probe(model, module, args, state, attribute_to_layer_input, call, meta):
+def _probe(model, module, args, state, attribute_to_layer_input, call):
     """The spec of the layer's tensors, from a forward that stops at the layer."""
     ops = Ops()
 
@@ -247,12 +247,12 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
         meta_args = _on_meta(args)
         try:
             return _probe(model, module, meta_args, _on_meta(state),
-                          attribute_to_layer_input, call, meta=True)
+                          attribute_to_layer_input, call)
         except Exception:  # noqa: BLE001
             # Ops without meta kernels, data-dependent control flow, device checks:
             # the real probe below runs the trunk and raises the model's real error.
             pass
-    return _probe(model, module, args, state, attribute_to_layer_input, call, meta=False)
+    return _probe(model, module, args, state, attribute_to_layer_input, call)
 
 
 def split(model, layer, inputs, *, additional_forward_args=None, params=None,
