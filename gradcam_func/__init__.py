@@ -1,6 +1,6 @@
 """Grad-CAM as pure functions on ``torch.func``."""
 
-from . import ops, variants, viz
+from . import metrics, ops, variants, viz
 from ._cam import cam
 from ._checks import GradCamError
 from ._dataset import explain_dataset, load_cams
@@ -13,7 +13,8 @@ from .ops import normalize
 
 __all__ = [
     "grad_cam", "layer_vjp", "top_k", "cam", "guided_backprop", "guided_grad_cam",
-    "interpolate", "normalize", "explain_dataset", "load_cams", "ops", "variants", "viz",
+    "interpolate", "normalize", "explain_dataset", "load_cams", "metrics", "ops", "variants",
+    "viz",
     "GradCamError",
 ]
 __version__ = "0.1.0"
