@@ -13,7 +13,7 @@ import argparse
 import torch
 
 import gradcam_func as gf
-from gradcam_func._demo import LAYER, pointing_game, train
+from gradcam_func._demo import LAYER, train
 from gradcam_func._shapes import make_shapes
 
 
@@ -36,7 +36,8 @@ def main():
             else:
                 cams = gf.cam(model, LAYER, test_images, classes, method=method, relu=True)
                 maps = gf.interpolate(cams, test_images.shape[-2:], mode="bilinear")
-            scores[method].append(pointing_game(maps, boxes))
+            masks = gf.metrics.box_masks(boxes, test_images.shape[-2:])
+            scores[method].append(gf.metrics.pointing_game(maps, masks).float().mean().item())
             all_maps.append(maps[:5])
         if args.picture and seed == args.seeds[0]:
             gf.viz.save_grid(test_images[:5], torch.stack(all_maps), args.picture,

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
-from gradcam_func._demo import pointing_game
 from gradcam_func._shapes import CLASSES, make_shapes
 
 
@@ -61,7 +60,8 @@ def main(argv=None):
         accuracy = (model(test_images).argmax(1) == test_labels).float().mean().item()
     options = dict(channel_axis=-1, token_grid=(8, 8), prefix_tokens=1, relu=True)
     cams = gf.cam(model, "blocks.0", test_images, test_labels.tolist(), **options)
-    pointing = pointing_game(gf.interpolate(cams, (40, 40), mode="bilinear"), boxes)
+    masks = gf.metrics.box_masks(boxes, (40, 40))
+    pointing = gf.metrics.pointing_game(cams, masks).float().mean().item()
     print(f"test accuracy {accuracy:.3f}, pointing game on the token grid {pointing:.3f}")
     shown = test_images[:4]
     top, classes = gf.cam(model, "blocks.0", shown, targets=gf.top_k(2), **options)

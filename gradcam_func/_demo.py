@@ -1,8 +1,10 @@
 """``gradcam-func demo``: train a tiny CNN on synthetic shapes, explain it, score it.
 
 Trains on CPU in seconds, explains held-out images for their top-3 classes in one
-vectorized ``grad_cam`` call, writes a PNG grid, and prints the pointing-game
-accuracy: how often the peak of the true class's CAM falls inside the object's box.
+vectorized ``grad_cam`` call, writes a PNG grid, and evaluates the true class's
+Grad-CAM against two maps that know nothing of the model (uniform noise, and a blob
+at the image centre): pointing game, deletion and insertion AUC, and the cascading
+parameter-randomization check, whose similarity must fall as layers are randomized.
 """
 
 import os
@@ -11,8 +13,8 @@ import time
 import torch
 from torch import nn
 
+from . import metrics
 from ._grad_cam import grad_cam
-from ._interpolate import interpolate
 from ._shapes import CLASSES, make_shapes
 from ._targets import top_k
 
@@ -60,30 +62,65 @@ def train(images, labels, *, epochs, seed, batch_size=64, progress=True):
     return model.eval()
 
 
-def pointing_game(cams, boxes):
-    """Fraction of maps whose peak lies inside its box.
+def baselines(count, size, seed):
+    """Maps that know nothing of the model: uniform noise, and a centred Gaussian blob.
 
-    cams: (B, 1, H, W) at image resolution; boxes: (B, 4) as (x0, y0, x1, y1), half-open.
+    Returns {name: (count, 1, size, size)}.
     """
-    flat = cams.flatten(1).argmax(1)
-    ys, xs = flat // cams.shape[-1], flat % cams.shape[-1]
-    inside = (xs >= boxes[:, 0]) & (xs < boxes[:, 2]) & (ys >= boxes[:, 1]) & (ys < boxes[:, 3])
-    return inside.float().mean().item()
+    generator = torch.Generator().manual_seed(seed)
+    axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    blob = torch.exp(-(axis[:, None] ** 2 + axis[None] ** 2) / (2 * (size / 6) ** 2))
+    return {"random": torch.rand(count, 1, size, size, generator=generator),
+            "centre blob": blob.expand(count, 1, size, size)}
+
+
+def evaluate(model, images, labels, boxes, *, steps=20, seed=0):
+    """Grad-CAM of the true class against the baselines, and its randomization check.
+
+    Deletion and insertion remove 4 x 4 patches: removed one pixel at a time, the
+    scattered holes of a random map wreck these small images as fast as removing the
+    object does, and the curve would measure the holes, not the map.
+
+    Returns ({name: {"pointing": ..., "deletion": ..., "insertion": ...}}, names of the
+    randomized stages, mean Spearman correlation with the original CAM per stage).
+    """
+    size = images.shape[-1]
+    target = labels.tolist()
+    maps = {"Grad-CAM": grad_cam(model, LAYER, images, target, relu=True),
+            **baselines(len(images), size, seed)}
+    masks = metrics.box_masks(boxes, (size, size))
+    scores = {}
+    for name, cams in maps.items():
+        _, deletion = metrics.deletion(model, images, cams, target, steps=steps,
+                                       baseline="zero", patch_size=4, batch_size=256)
+        _, insertion = metrics.insertion(model, images, cams, target, steps=steps,
+                                         baseline="blur", patch_size=4, batch_size=256)
+        scores[name] = {"pointing": metrics.pointing_game(cams, masks).float().mean().item(),
+                        "deletion": deletion.mean().item(),
+                        "insertion": insertion.mean().item()}
+    check = metrics.parameter_randomization(model, LAYER, images, target,
+                                            explainer=_relu_grad_cam)
+    return scores, check.names, check.spearman.mean((1, 2)).tolist()
+
+
+def _relu_grad_cam(*args, **kwargs):
+    return grad_cam(*args, relu=True, **kwargs)
 
 
 def run_demo(out, *, seed=0, train_size=1500, test_size=300, epochs=6, rows=6,
-             progress=True):
-    """Train, explain, write ``out/gradcam_demo.png``; returns (accuracy, pointing, path)."""
+             evaluated=100, progress=True):
+    """Train, explain, evaluate, write ``out/gradcam_demo.png``.
+
+    Returns (accuracy, evaluation (see ``evaluate``), path).
+    """
     images, labels, _ = make_shapes(train_size, seed=seed)
     test_images, test_labels, test_boxes = make_shapes(test_size, seed=seed + 10_000)
     model = train(images, labels, epochs=epochs, seed=seed, progress=progress)
     with torch.no_grad():
         scores = model(test_images).softmax(1)
     accuracy = (scores.argmax(1) == test_labels).float().mean().item()
-
-    size = test_images.shape[-2:]
-    true_class = grad_cam(model, LAYER, test_images, test_labels.tolist(), relu=True)
-    pointing = pointing_game(interpolate(true_class, size, mode="bilinear"), test_boxes)
+    evaluation = evaluate(model, test_images[:evaluated], test_labels[:evaluated],
+                          test_boxes[:evaluated], seed=seed)
 
     shown = test_images[:rows]
     cams, classes = grad_cam(model, LAYER, shown, targets=top_k(3), relu=True)
@@ -94,7 +131,7 @@ def run_demo(out, *, seed=0, train_size=1500, test_size=300, epochs=6, rows=6,
     os.makedirs(out, exist_ok=True)
     path = save_grid(shown, cams, os.path.join(out, "gradcam_demo.png"), titles,
                      image_titles=[f"true: {CLASSES[c]}" for c in test_labels[:rows]])
-    return accuracy, pointing, path
+    return accuracy, evaluation, path
 
 
 def add_arguments(parser):
@@ -106,9 +143,19 @@ def add_arguments(parser):
 
 def run(args):
     start = time.perf_counter()
-    accuracy, pointing, path = run_demo(args.out, seed=args.seed, epochs=args.epochs,
-                                        train_size=args.train_size)
+    accuracy, (scores, names, similarity), path = run_demo(
+        args.out, seed=args.seed, epochs=args.epochs, train_size=args.train_size)
     print(f"test accuracy: {accuracy:.3f}")
-    print(f"pointing-game accuracy (true class, CAM peak inside the box): {pointing:.3f}")
-    print(f"wrote {path} ({time.perf_counter() - start:.1f} s in all)")
+    print(f"pointing-game accuracy (true class, CAM peak inside the box): "
+          f"{scores['Grad-CAM']['pointing']:.3f}")
+    print("\nthe true class's map on 100 held-out images (deletion: lower is better; "
+          "insertion: higher is better)")
+    print(f"{'map':<12} {'pointing':>9} {'deletion AUC':>13} {'insertion AUC':>14}")
+    for name, row in scores.items():
+        print(f"{name:<12} {row['pointing']:>9.3f} {row['deletion']:>13.3f} "
+              f"{row['insertion']:>14.3f}")
+    print("\ncascading randomization (Spearman correlation with the original Grad-CAM, "
+          "layers randomized from the output down):")
+    print("  " + "  ".join(f"{name}: {value:.2f}" for name, value in zip(names, similarity)))
+    print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s in all)")
     return 0

@@ -18,7 +18,6 @@ from torch import nn
 
 from .._checks import GradCamError, as_tensor_tuple, prepare_model
 from .._grad_cam import grad_cam
-from .._interpolate import interpolate
 from .._split import model_state, run
 from ..ops import normalize
 
@@ -58,7 +57,7 @@ def ssim(maps, reference):
     image, _ = _torchmetrics("ssim")
     side = min(maps.shape[2:])
     kernel = min(11, side if side % 2 else side - 1)
-    a, b = normalize(maps.double()), normalize(reference.double())
+    a, b = normalize(maps.float()), normalize(reference.float())
     return image.structural_similarity_index_measure(
         a, b, data_range=1.0, kernel_size=kernel, reduction="none")
 
@@ -113,7 +112,8 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
     with parameters of its own, from the output down, in the order the forward calls
     them). Returns names (L,), cams (L, draws, B, 1, *s), and per stage, draw and
     example: Spearman's rank correlation of the map and of its absolute value with the
-    original's, and SSIM (2-D and 3-D maps; None for 1-D), each (L, draws, B).
+    original's, and SSIM at the CAM's own resolution (2-D and 3-D maps; None for 1-D),
+    each (L, draws, B).
     """
     call = "parameter_randomization"
     if mode not in ("cascading", "independent"):
@@ -167,10 +167,6 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
     shape = cams.shape[:3]
     spearman = rank_correlation(flat[:, 0], reference[:, 0]).reshape(shape)
     spearman_abs = rank_correlation(flat[:, 0].abs(), reference[:, 0].abs()).reshape(shape)
-    similarity = None
-    if flat.ndim in (4, 5):
-        size = tuple(args[0].shape[2:]) if args[0].ndim == flat.ndim else flat.shape[2:]
-        similarity = ssim(interpolate(flat, size, "linear"),
-                          interpolate(reference, size, "linear")).reshape(shape)
+    similarity = ssim(flat, reference).reshape(shape) if flat.ndim in (4, 5) else None
     return Randomization([name for name, _ in stages], cams, spearman, spearman_abs,
                          similarity)
