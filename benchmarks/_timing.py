@@ -5,21 +5,26 @@ import os
 import subprocess
 import sys
 
+import torch
 import torch.utils.benchmark as benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _timer(fn):
+    """A Timer on every thread torch uses (Timer's own default is one thread)."""
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn},
+                           num_threads=torch.get_num_threads())
+
+
 def median_seconds(fn, min_run_time=1.0):
     """Median wall time of ``fn()`` over blocked runs of at least ``min_run_time`` s."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    return _timer(fn).blocked_autorange(min_run_time=min_run_time).median
 
 
 def once_seconds(fn):
     """Wall time of one call of ``fn()``, for runs too slow to repeat."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
-    return timer.timeit(1).median
+    return _timer(fn).timeit(1).median
 
 
 def _status_bytes(field):
