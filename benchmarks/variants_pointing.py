@@ -22,7 +22,8 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--picture", help="PNG path for a methods-by-images grid")
     args = parser.parse_args()
-    methods = list(gf.variants.METHODS) + ["guided gradcam"]
+    methods = [m for m, spec in gf.methods.METHODS.items() if spec.kind == "gradient"]
+    methods += ["guided gradcam"]
     scores = {m: [] for m in methods}
     for seed in args.seeds:
         images, labels, _ = make_shapes(1500, seed=seed)

@@ -1,19 +1,22 @@
 """Grad-CAM as pure functions on ``torch.func``."""
 
-from . import metrics, ops, variants, viz
+from . import methods, metrics, ops, viz
 from ._cam import cam
 from ._checks import GradCamError
 from ._dataset import explain_dataset, load_cams
+from ._fusion import fuse_layers
 from ._grad_cam import grad_cam
 from ._guided import guided_backprop, guided_grad_cam
 from ._interpolate import interpolate
+from ._smoothing import augmented_cam, smooth_cam
 from ._split import layer_vjp
 from ._targets import top_k
 from .ops import normalize
 
 __all__ = [
-    "grad_cam", "layer_vjp", "top_k", "cam", "guided_backprop", "guided_grad_cam",
-    "interpolate", "normalize", "explain_dataset", "load_cams", "metrics", "ops", "variants",
+    "grad_cam", "layer_vjp", "top_k", "cam", "smooth_cam", "augmented_cam", "fuse_layers",
+    "guided_backprop", "guided_grad_cam",
+    "interpolate", "normalize", "explain_dataset", "load_cams", "methods", "metrics", "ops",
     "viz",
     "GradCamError",
 ]

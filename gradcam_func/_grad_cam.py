@@ -46,6 +46,7 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
 
     One forward pass; for ``targets``, ``cam_from`` runs inside the vmap over the K
     cotangents, so a chunk's (chunk, B, C, *S) gradients are freed before the next.
+    A list of layers gives a list of results, from the same forward and pullbacks.
     """
     check_one_of(target, targets, call)
     with _eager_no_grad():
@@ -55,12 +56,14 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
         )
 
         def cams_of(cots):
-            return tuple(cam_from(a, g) for a, g in zip(acts, pullback(cots)))
+            return tuple(tuple(cam_from(a, g) for a, g in zip(layer_acts, layer_grads))
+                         for layer_acts, layer_grads in zip(acts, pullback(cots)))
 
         cams, classes = over_targets(cams_of, output, batch_size_of(inputs), target,
                                      targets, chunk_size, call)
     finish()
-    cams = cams[0] if len(cams) == 1 else cams
+    cams = [c[0] if len(c) == 1 else c for c in cams]
+    cams = cams if isinstance(layer, list) else cams[0]
     return cams if classes is None else (cams, classes)
 
 

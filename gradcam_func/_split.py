@@ -36,8 +36,8 @@ from ._checks import (GradCamError, as_args_tuple, as_tensor_tuple, check_params
 from ._outputs import entries_like, flatten, unflatten
 from ._producers import Ops, source_of
 
-__all__ = ["layer_vjp", "split", "differentiable_context", "run", "model_state",
-           "output_vjp", "keep_graph"]
+__all__ = ["layer_vjp", "split", "forward_with", "differentiable_context", "run",
+           "model_state", "output_vjp", "keep_graph"]
 
 _SPECS = weakref.WeakKeyDictionary()  # layer module -> {signature: spec}
 _KEEP_GRAPH = contextvars.ContextVar("keep_graph", default=False)
@@ -105,7 +105,7 @@ def run(model, state, args, call, ops=None):
     """
     try:
         with ops if ops is not None else contextlib.nullcontext(), \
-                _checkpointing_off(model):
+                _checkpointing_off(model), _attention_for_transforms():
             if not isinstance(model, nn.Module):
                 return model(*args), {}
             buffers = {name: state[name].clone() for name, _ in model.named_buffers()}
@@ -114,6 +114,17 @@ def run(model, state, args, call, ops=None):
         if not _raised_by_torch_or_python(error):
             raise  # gradcam_func's own signals, and the user's own exception types
         raise model_failed(call, error, model, args) from error
+
+
+def _attention_for_transforms():
+    """The math kernel for scaled dot-product attention when a torch.func transform
+    differentiates through the call: the CPU flash kernel's backward has no derivative
+    of its own, so a CAM through attention could not be differentiated."""
+    if not differentiable_context():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def _raised_by_torch_or_python(error):
@@ -174,6 +185,22 @@ def _layer_name(model, module):
             if candidate is module:
                 return repr(name)
     return type(module).__name__
+
+
+def _not_called(call, model, module):
+    return GradCamError(
+        f"{call}(..., layer={_layer_name(model, module)}): the layer was not called during "
+        "the model's forward pass, so it has no activation to explain. Pick a module that "
+        "the forward actually uses (see model.named_modules())."
+    )
+
+
+def _called_twice(call, model, module):
+    return GradCamError(
+        f"{call}(..., layer={_layer_name(model, module)}): the layer is called more than "
+        "once in one forward pass (shared weights), so its activation is ambiguous. Wrap "
+        "each use in its own module, or pick a layer that runs once."
+    )
 
 
 def _signature(args, attribute_to_layer_input):
@@ -259,66 +286,86 @@ def split(model, layer, inputs, *, additional_forward_args=None, params=None,
           attribute_to_layer_input=False, call="layer_vjp"):
     """The split with everything flat: ``(output, tensors, acts, vjp_fn, finish)``.
 
+    layer: one layer, or a list of layers (one forward and one pullback for all).
     output: the model's output as returned; tensors: its floating-point Tensors, the
-    order ``vjp_fn`` takes cotangents in; acts: a tuple of the layer's tensors;
-    ``vjp_fn(cotangents) -> grads``, one per act. ``finish()`` writes the forward's
-    buffer updates (train-mode BatchNorm) into the module: call it once the whole call
-    has succeeded, so a call that fails leaves the module as it was.
+    order ``vjp_fn`` takes cotangents in; acts: per layer, a tuple of its tensors;
+    ``vjp_fn(cotangents) -> grads``, per layer a tuple, one per act. ``finish()``
+    writes the forward's buffer updates (train-mode BatchNorm) into the module: call it
+    once the whole call has succeeded, so a call that fails leaves the module as it was.
     """
     model = prepare_model(model, call)
-    module = resolve_layer(model, layer, call)
+    layers = layer if isinstance(layer, list) else [layer]
+    if not layers:
+        raise GradCamError(f"{call}(..., layer=[]): expected at least one layer.")
+    modules = [resolve_layer(model, one, call) for one in layers]
+    if len({id(m) for m in modules}) != len(modules):
+        raise GradCamError(f"{call}(..., layer=[...]): a layer is listed twice; list each "
+                           "layer once.")
     inputs = as_tensor_tuple(inputs, call)
     args = inputs + as_args_tuple(additional_forward_args)
     check_params(model, params, call)
     state = model_state(model, params)
-    where = "input" if attribute_to_layer_input else "output"
-    specs = _SPECS.setdefault(module, {})
     signature = _signature(args, attribute_to_layer_input)
-    spec = specs.get(signature)
-    if spec is None:
-        spec = _find_spec(model, module, args, state, attribute_to_layer_input, call,
-                          meta=True)
-    for _ in range(2):
+    specs = []
+    for module in modules:
+        spec = _SPECS.setdefault(module, {}).get(signature)
         if spec is None:
-            raise GradCamError(
-                f"{call}(..., layer={_layer_name(model, module)}): the layer was not called "
-                "during the model's forward pass, so it has no activation to explain. Pick "
-                "a module that the forward actually uses (see model.named_modules())."
-            )
-        if not spec:
-            raise GradCamError(
-                f"{call}(..., layer={_layer_name(model, module)}): the layer's {where} "
-                "holds no floating-point Tensor, so there is nothing to attribute to. Pick "
-                "a layer whose " + where + " is a float Tensor (or a tuple holding some)."
-            )
-        if any(source is None for _, _, source in spec):
-            raise GradCamError(
-                f"{call}(..., layer={_layer_name(model, module)}, "
-                f"attribute_to_layer_input={attribute_to_layer_input}): a tensor the layer "
-                "receives was not made by a torch call, a model input or a parameter that "
-                "gradcam_func can see (a custom C++ op?), so its gradient through every use "
-                "cannot be taken. Explain the output of the layer that makes it instead."
-            )
-        specs[signature] = spec
+            spec = _find_spec(model, module, args, state, attribute_to_layer_input, call,
+                              meta=True)
+        specs.append(spec)
+    for _ in range(2):
+        for module, spec in zip(modules, specs):
+            _check_spec(spec, model, module, attribute_to_layer_input, call)
+            _SPECS[module][signature] = spec
         try:
-            return _split_with(model, module, args, state, attribute_to_layer_input,
-                               spec, call,
+            return _split_with(model, modules, args, state, attribute_to_layer_input,
+                               specs, call,
                                write_back=params is None and isinstance(model, nn.Module))
         except _Stale:
-            spec = _find_spec(model, module, args, state, attribute_to_layer_input, call,
-                              meta=False)
+            specs = [_find_spec(model, module, args, state, attribute_to_layer_input, call,
+                                meta=False) for module in modules]
     raise GradCamError(
-        f"{call}(..., layer={_layer_name(model, module)}): the forward pass runs "
+        f"{call}(..., layer={_layer_name(model, modules[0])}): the forward pass runs "
         "differently each time (the layer's tensors change shape or come from other "
         "calls between two runs on the same inputs), so there is no single activation "
         "to explain. Make the forward deterministic for the call (model.eval()), or "
-        f"explain another layer."
+        "explain another layer."
     )
 
 
-def _split_with(model, module, args, state, attribute_to_layer_input, spec, call,
+def _check_spec(spec, model, module, attribute_to_layer_input, call):
+    """Raise for a layer that was not called or holds nothing to differentiate."""
+    where = "input" if attribute_to_layer_input else "output"
+    if spec is None:
+        raise _not_called(call, model, module)
+    if not spec:
+        raise GradCamError(
+            f"{call}(..., layer={_layer_name(model, module)}): the layer's {where} holds "
+            "no floating-point Tensor, so there is nothing to attribute to. Pick a layer "
+            f"whose {where} is a float Tensor (or a tuple holding some)."
+        )
+    if any(source is None for _, _, source in spec):
+        raise GradCamError(
+            f"{call}(..., layer={_layer_name(model, module)}, "
+            f"attribute_to_layer_input={attribute_to_layer_input}): a tensor the layer "
+            "receives was not made by a torch call, a model input or a parameter that "
+            "gradcam_func can see (a custom C++ op?), so its gradient through every use "
+            "cannot be taken. Explain the output of the layer that makes it instead."
+        )
+
+
+def _tagged(spec, index):
+    """The spec with its hook sources tagged by the layer's index among the layers."""
+    return tuple((shape, dtype, ("hook", index, source[1]) if source[0] == "hook"
+                  else source) for shape, dtype, source in spec)
+
+
+def _split_with(model, modules, args, state, attribute_to_layer_input, specs, call,
                 write_back):
-    sources = list(dict.fromkeys(source for _, _, source in spec))
+    specs = [_tagged(spec, i) for i, spec in enumerate(specs)]
+    every = [entry for spec in specs for entry in spec]
+    sources = list(dict.fromkeys(source for _, _, source in every))
+    any_hook = [any(source[0] == "hook" for _, _, source in spec) for spec in specs]
 
     def forward(*perturbations):
         eps = dict(zip(sources, perturbations))
@@ -333,53 +380,53 @@ def _split_with(model, module, args, state, attribute_to_layer_input, spec, call
                 run_state[source[1]] = state[source[1]] + e
         at_source = {s: run_args[s[1]] for s in sources if s[0] == "input"}
         at_source.update({s: run_state[s[1]] for s in sources if s[0] == "state"})
-        seen = []
+        seen = [[] for _ in modules]
 
-        def at_layer(value, received):
-            with ops.paused() if ops is not None else contextlib.nullcontext():
-                if seen:
-                    raise GradCamError(
-                        f"{call}(..., layer={_layer_name(model, module)}): the layer is "
-                        "called more than once in one forward pass (shared weights), so "
-                        "its activation is ambiguous. Wrap each use in its own module, or "
-                        "pick a layer that runs once."
-                    )
-                tensors, others, tree = flatten(value)
-                _check_seen(tensors, flatten(received)[0], spec, at_source, ops)
-                seen.append(tensors)
-                if not any(source[0] == "hook" for _, _, source in spec):
-                    return None
-                return unflatten(tree, tuple(
-                    t + eps[("hook", i)] if ("hook", i) in eps else t
-                    for i, t in enumerate(tensors)), others)
+        def hook_for(index):
+            def at_layer(value, received):
+                with ops.paused() if ops is not None else contextlib.nullcontext():
+                    if seen[index]:
+                        raise _called_twice(call, model, modules[index])
+                    tensors, others, tree = flatten(value)
+                    _check_seen(tensors, flatten(received)[0], specs[index], at_source, ops)
+                    seen[index].append(tensors)
+                    if not any_hook[index]:
+                        return None
+                    return unflatten(tree, tuple(
+                        t + eps[("hook", index, i)] if ("hook", index, i) in eps else t
+                        for i, t in enumerate(tensors)), others)
+            return at_layer
 
-        handle = _register(module, attribute_to_layer_input, at_layer)
+        handles = [_register(module, attribute_to_layer_input, hook_for(i))
+                   for i, module in enumerate(modules)]
         try:
             output, buffers = run(model, run_state, run_args, call, ops)
         finally:
-            handle.remove()
-        if not seen:
+            for handle in handles:
+                handle.remove()
+        if not all(seen):
             raise _Stale()
-        return output, (seen[0], buffers)
+        return output, (tuple(tuple(s[0]) for s in seen), buffers)
 
     device = _device(args, state)
-    zeros = [torch.zeros(next(shape for shape, _, s in spec if s == source),
-                         dtype=next(dtype for _, dtype, s in spec if s == source),
+    zeros = [torch.zeros(next(shape for shape, _, s in every if s == source),
+                         dtype=next(dtype for _, dtype, s in every if s == source),
                          device=device)
              for source in sources]
     output, tensors, vjp_fn, (acts, buffers) = output_vjp(forward, zeros, call)
 
     def pullback(cotangents):
-        """Cotangents on the output's floating-point Tensors -> a gradient per act."""
+        """Cotangents on the output's floating-point Tensors -> per layer, a gradient
+        per act."""
         grads = dict(zip(sources, vjp_fn(tuple(cotangents))))
-        return tuple(grads[source] for _, _, source in spec)
+        return tuple(tuple(grads[source] for _, _, source in spec) for spec in specs)
 
     def finish():
         """Write the forward's buffer updates into the module, once the call succeeded."""
         if write_back and not retrieve_all_functorch_interpreters():
             _write_back(model, buffers)
 
-    return output, tensors, tuple(acts), pullback, finish
+    return output, tensors, acts, pullback, finish
 
 
 def output_vjp(forward, primals, call):
@@ -431,6 +478,39 @@ def _device(args, state):
     return (floating or tensors)[0].device
 
 
+def forward_with(model, layer, inputs, *, additional_forward_args=None, params=None,
+                 replace=None, call="cam"):
+    """One forward that sees the layer's output: ``(output, tensors)``.
+
+    tensors: the floating-point Tensors of the layer's output, as a tuple. With
+    ``replace`` (a tuple of Tensors shaped like them) the layer's output is replaced, so
+    the model computes the rest from it; under ``vmap`` over ``replace`` the part before
+    the layer, which does not depend on it, runs once. Buffers are cloned: the module
+    is left as it was, also in train mode.
+    """
+    model = prepare_model(model, call)
+    module = resolve_layer(model, layer, call)
+    args = as_tensor_tuple(inputs, call) + as_args_tuple(additional_forward_args)
+    check_params(model, params, call)
+    seen = []
+
+    def at_layer(value, received):
+        if seen:
+            raise _called_twice(call, model, module)
+        tensors, others, tree = flatten(value)
+        seen.append(tensors)
+        return None if replace is None else unflatten(tree, tuple(replace), others)
+
+    handle = _register(module, False, at_layer)
+    try:
+        output, _ = run(model, model_state(model, params), args, call)
+    finally:
+        handle.remove()
+    if not seen:
+        raise _not_called(call, model, module)
+    return output, seen[0]
+
+
 def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None,
               attribute_to_layer_input=False):
     """The model split at ``layer``: ``(output, activation, pullback)``.
@@ -441,7 +521,8 @@ def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None
     dataclass or ``ModelOutput``), the layer's output (or input, with
     ``attribute_to_layer_input=True``) as a Tensor, or a tuple when it holds several
     Tensors, and ``pullback(cotangent) -> gradient at the activation`` (same structure
-    as the activation). The cotangent is shaped like the output: a Tensor for a Tensor
+    as the activation). A list of layers gives a list of activations, and a pullback
+    that returns a list of gradients, from one forward and one backward pass. The cotangent is shaped like the output: a Tensor for a Tensor
     output; for a structured output, the same structure with a Tensor (or None, for
     zeros) at each floating-point Tensor of the output. ``pullback`` does not rerun
     the forward; map it over stacked cotangents with ``torch.func.vmap``.
@@ -461,13 +542,18 @@ def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None
         )
     finish()
 
+    def one(values):  # a layer's tensors: the Tensor, or a tuple of several
+        return values[0] if len(values) == 1 else values
+
+    def per_layer(values):  # one layer as it was asked for, a list for a list
+        return [one(v) for v in values] if isinstance(layer, list) else one(values[0])
+
     def pullback(cotangent):
         cotangents = _cotangent_tensors(cotangent, output, tensors, call)
         with _eager_no_grad():
-            grads = vjp_fn(cotangents)
-        return grads[0] if len(grads) == 1 else grads
+            return per_layer(vjp_fn(cotangents))
 
-    return output, (acts[0] if len(acts) == 1 else acts), pullback
+    return output, per_layer(acts), pullback
 
 
 def _cotangent_tensors(cotangent, output, tensors, call):

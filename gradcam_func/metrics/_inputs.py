@@ -10,14 +10,11 @@ import numpy as np
 import torch
 
 from .._checks import GradCamError, _describe, as_args_tuple, prepare_model
-from .._grad_cam import check_one_of
 from .._interpolate import interpolate
-from .._outputs import flatten
+from .._scores import TargetScores
 from .._split import model_state, run
-from .._targets import TopK, cotangent
 
-__all__ = ["cam_stack", "target_list", "Scorer", "check_positive", "check_image_batch",
-           "grid_rows"]
+__all__ = ["cam_stack", "Scorer", "check_positive", "check_image_batch", "grid_rows"]
 
 
 def grid_rows(*sizes, device=None):
@@ -85,29 +82,12 @@ def cam_stack(cams, batch, size, stacked, call, argument="cams", device=None):
     return stack, stacked
 
 
-def target_list(model_output, target, targets, call):
-    """``[target]``, or the K targets (``top_k`` resolved on the clean output)."""
-    check_one_of(target, targets, call)
-    if targets is None:
-        return [target], False
-    if isinstance(targets, TopK):
-        targets, _ = targets.targets(model_output, call)
-    if isinstance(targets, (torch.Tensor, str)) or not hasattr(targets, "__len__") \
-            or len(targets) == 0:
-        raise GradCamError(
-            f"{call}(..., targets=...): expected a non-empty sequence of targets (each a "
-            f"valid target) or top_k(k); got {_describe(targets)}."
-        )
-    return list(targets), True
-
-
 class Scorer:
-    """Scores of a target on batches of perturbed copies of the inputs.
+    """Scores of each target on batches of perturbed copies of the inputs.
 
-    An index target's score is the softmax probability of its class when the output is
-    (B, N) (its raw value for other shapes); a callable target's score is its value;
-    ``None`` takes the output itself (one score per example). Each row of a batch is
-    a copy of example ``b`` scored for target ``k``.
+    Index targets score the softmax probability of their class for (B, N) outputs (the
+    raw value for other shapes); callables their value; ``None`` the output itself.
+    Row i of a batch is a copy of example ``bs[i]`` scored for target ``ks[i]``.
     """
 
     def __init__(self, model, inputs, target, targets, call, additional_forward_args=None):
@@ -115,48 +95,22 @@ class Scorer:
         self.model = prepare_model(model, call)
         self.state = model_state(self.model, None)
         self.extra = as_args_tuple(additional_forward_args)
-        self.batch = inputs.shape[0]
         output = self.forward(inputs)
-        self.targets, self.stacked = target_list(output, target, targets, call)
-        self.selectors = []  # per target: a one-hot (B, ...) on the output, or None
-        for k, t in enumerate(self.targets):
-            argument = f"targets[{k}]" if self.stacked else "target"
-            if callable(t) and not isinstance(t, torch.Tensor):
-                self.selectors.append(None)
-                self._check_callable(t, output, argument)
-            else:
-                self.selectors.append(cotangent(output, t, self.batch, call, argument)[0])
-        examples = torch.arange(self.batch, device=inputs.device)
-        self.clean = torch.stack([self.scores(output, torch.full_like(examples, k), examples)
-                                  for k in range(len(self.targets))])  # (K, B)
+        batch = inputs.shape[0]
+        self.target_scores = TargetScores(output, target, targets, batch, call)
+        self.stacked = self.target_scores.stacked
+        self.targets = self.target_scores.targets
+        examples = torch.arange(batch, device=inputs.device)
+        self.clean = self.target_scores(output, examples, probability=True)  # (K, B)
 
     def forward(self, x):
         with torch.no_grad():
             return run(self.model, self.state, (x, *self.extra), self.call)[0]
 
-    def _check_callable(self, target, output, argument):
-        score = target(output)
-        if not isinstance(score, torch.Tensor) or tuple(score.shape) != (self.batch,):
-            raise GradCamError(
-                f"{self.call}(..., {argument}={getattr(target, '__name__', 'fn')}): a "
-                f"callable target must return one score per example, shape "
-                f"({self.batch},); it returned {_describe(score)}."
-            )
-
     def scores(self, output, ks, bs):
         """(n,) scores of the rows of ``output``: row i is example bs[i], target ks[i]."""
-        first = flatten(output)[0][0]
-        result = torch.empty(len(ks), dtype=first.dtype, device=first.device)
-        for k in ks.unique().tolist():
-            rows = (ks == k).nonzero().flatten()
-            selector = self.selectors[k]
-            if selector is None:
-                result[rows] = self.targets[k](output)[rows].to(result.dtype)
-            else:
-                values = output.softmax(1) if output.ndim == 2 else output
-                picked = values[rows] * selector[bs[rows]]
-                result[rows] = picked.flatten(1).sum(1)
-        return result
+        every = self.target_scores(output, bs, probability=True)  # (K, n)
+        return every.gather(0, ks[None]).squeeze(0)
 
     def __call__(self, batch_inputs, ks, bs, batch_size):
         """Scores of every row of ``batch_inputs``, run ``batch_size`` rows at a time."""

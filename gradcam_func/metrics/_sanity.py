@@ -51,15 +51,19 @@ def rank_correlation(maps, reference):
 def ssim(maps, reference):
     """SSIM of each map with its reference after scaling both to [0, 1] per map.
 
-    maps, reference: (N, 1, H, W) (or (N, 1, D, H, W)) -> (N,). The Gaussian window is
-    11 pixels wide, or the largest odd width that fits a smaller map.
+    maps, reference: (N, 1, H, W) (or (N, 1, D, H, W)) -> (N,), each side at least 3.
+    The Gaussian window has sigma 1.5 (11 pixels wide), scaled down to fit a smaller
+    map: sigma 1.5 * r / 5 for a window of 2r + 1 pixels, r = (side - 1) // 2.
     """
-    image, _ = _torchmetrics("ssim")
     side = min(maps.shape[2:])
-    kernel = min(11, side if side % 2 else side - 1)
+    if side < 3:
+        raise GradCamError(f"ssim(maps=...): SSIM needs maps at least 3 wide, got shape "
+                           f"{tuple(maps.shape)}.")
+    image, _ = _torchmetrics("ssim")
+    sigma = 1.5 * min(5, (side - 1) // 2) / 5
     a, b = normalize(maps.float()), normalize(reference.float())
     return image.structural_similarity_index_measure(
-        a, b, data_range=1.0, kernel_size=kernel, reduction="none")
+        a, b, data_range=1.0, sigma=sigma, reduction="none")
 
 
 def _modules_in_call_order(model, args, call):
@@ -112,8 +116,8 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
     with parameters of its own, from the output down, in the order the forward calls
     them). Returns names (L,), cams (L, draws, B, 1, *s), and per stage, draw and
     example: Spearman's rank correlation of the map and of its absolute value with the
-    original's, and SSIM at the CAM's own resolution (2-D and 3-D maps; None for 1-D),
-    each (L, draws, B).
+    original's, and SSIM at the CAM's own resolution (2-D and 3-D maps at least 3 wide;
+    else None), each (L, draws, B).
     """
     call = "parameter_randomization"
     if mode not in ("cascading", "independent"):
@@ -167,6 +171,8 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
     shape = cams.shape[:3]
     spearman = rank_correlation(flat[:, 0], reference[:, 0]).reshape(shape)
     spearman_abs = rank_correlation(flat[:, 0].abs(), reference[:, 0].abs()).reshape(shape)
-    similarity = ssim(flat, reference).reshape(shape) if flat.ndim in (4, 5) else None
+    similarity = None
+    if flat.ndim in (4, 5) and min(flat.shape[2:]) >= 3:
+        similarity = ssim(flat, reference).reshape(shape)
     return Randomization([name for name, _ in stages], cams, spearman, spearman_abs,
                          similarity)

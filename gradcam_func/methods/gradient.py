@@ -1,4 +1,4 @@
-"""The CAM variants as pure, array-generic functions of (acts, grads).
+"""The gradient methods as pure, array-generic functions of (acts, grads).
 
 Each ``*_from(acts, grads, *, relu=False, sum_channels=True)`` takes a layer's
 activations and the gradients of one score at them, both (B, C, *S), and returns the
@@ -14,14 +14,17 @@ They differ only in how channels (or positions) are weighted:
 - XGradCAM (Fu et al., 2020): w_c = sum_S(g_c * A_c) / (sum_S A_c + eps).
 - HiResCAM (Draelos & Carin, 2020): no pooling, the map is sum_c g_c * A_c.
 - LayerCAM (Jiang et al., 2021): no pooling, the map is sum_c relu(g_c) * A_c.
+- Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise): no pooling, the map
+  is sum_c relu(g_c * A_c): each element's contribution, negatives dropped before the
+  sum.
 """
 
 from array_api_compat import array_namespace
 
-from .ops import grad_cam_from, relu as _relu, weight_activations
+from ..ops import relu as _relu, weight_activations
 
 __all__ = ["gradcam_pp_weights", "xgradcam_weights", "gradcam_pp_from", "xgradcam_from",
-           "hirescam_from", "layercam_from", "METHODS"]
+           "hirescam_from", "layercam_from", "gradcam_elementwise_from"]
 
 
 def _spatial_sum(x):
@@ -72,10 +75,9 @@ def layercam_from(acts, grads, *, relu=False, sum_channels=True):
     return _finish(weight_activations(_relu(grads), acts, sum_channels), relu)
 
 
-METHODS = {
-    "gradcam": grad_cam_from,
-    "gradcam++": gradcam_pp_from,
-    "xgradcam": xgradcam_from,
-    "hirescam": hirescam_from,
-    "layercam": layercam_from,
-}
+def gradcam_elementwise_from(acts, grads, *, relu=False, sum_channels=True):
+    """Element-wise Grad-CAM, sum_c relu(g_c * A_c): (B, 1, *S) or (B, C, *S)."""
+    xp = array_namespace(acts, grads)
+    contributions = _relu(grads * acts)
+    return contributions if not sum_channels else xp.sum(contributions, axis=1,
+                                                            keepdims=True)

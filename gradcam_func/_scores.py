@@ -1,0 +1,66 @@
+"""The K targets' scores on batches of the model's outputs, for methods and metrics
+that score perturbed forwards instead of differentiating (Score-CAM, Ablation-CAM,
+deletion curves).
+
+An index target scores the output at its index (``probability=True``: the softmax
+probability of that class, for (B, N) outputs); a callable target scores by its value;
+``None`` takes the output itself (one score per example).
+"""
+
+import torch
+
+from ._checks import GradCamError, _describe
+from ._targets import TopK, cotangent
+
+__all__ = ["TargetScores"]
+
+
+class TargetScores:
+    """Scores of ``targets`` on outputs of copies of the B examples.
+
+    output: the model's output on the B examples, to check the targets against (and
+    choose ``top_k``'s classes from). ``targets`` None scores ``target`` alone.
+    """
+
+    def __init__(self, output, target, targets, batch, call):
+        if target is not None and targets is not None:
+            raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
+        self.call, self.batch, self.classes = call, batch, None
+        self.stacked = targets is not None
+        if isinstance(targets, TopK):
+            targets, self.classes = targets.targets(output, call)
+        if self.stacked and (isinstance(targets, (torch.Tensor, str))
+                             or not hasattr(targets, "__len__") or len(targets) == 0):
+            raise GradCamError(
+                f"{call}(..., targets=...): expected a non-empty sequence of targets (each "
+                f"a valid target) or top_k(k); got {_describe(targets)}."
+            )
+        self.targets = list(targets) if self.stacked else [target]
+        self.selectors = []  # per target: a one-hot on the output (B, ...), or None
+        for k, t in enumerate(self.targets):
+            argument = f"targets[{k}]" if self.stacked else "target"
+            if callable(t) and not isinstance(t, torch.Tensor):
+                self.selectors.append(None)
+                self._check_callable(t, output, argument)
+            else:
+                self.selectors.append(cotangent(output, t, batch, call, argument)[0])
+
+    def _check_callable(self, target, output, argument):
+        score = target(output)
+        if not isinstance(score, torch.Tensor) or tuple(score.shape) != (self.batch,):
+            raise GradCamError(
+                f"{self.call}(..., {argument}={getattr(target, '__name__', 'fn')}): a "
+                f"callable target must return one score per example, shape "
+                f"({self.batch},); it returned {_describe(score)}."
+            )
+
+    def __call__(self, output, examples, probability=False):
+        """(K, N) scores of N outputs, output row i a copy of example ``examples[i]``."""
+        rows = []
+        for target, selector in zip(self.targets, self.selectors):
+            if selector is None:
+                rows.append(target(output))
+                continue
+            values = output.softmax(1) if probability and output.ndim == 2 else output
+            rows.append((values * selector[examples].to(values.dtype)).flatten(1).sum(1))
+        return torch.stack(rows)

@@ -1,0 +1,239 @@
+"""Gradient-free methods against their papers' definitions written as plain loops (one
+masked or ablated forward at a time), in each convention, and on known answers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gradcam_func as gf
+from conftest import assert_close, assert_matches
+from test_methods_gradient import first_component_by_hand
+
+
+class Net(nn.Module):
+    """conv -> ReLU -> conv (the layer) -> ReLU -> pool -> linear."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.layer = nn.Conv2d(4, 5, 3, padding=1, stride=2)
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.layer(torch.relu(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def setup():
+    model = Net().double().eval()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        acts = model.layer(torch.relu(model.stem(x)))  # (2, 5, 4, 4)
+    return model, x, acts
+
+
+def minmax(t, eps=0.0):
+    low, high = t.min(), t.max()
+    return (t - low) / (high - low + eps) if high > low or eps else torch.zeros_like(t)
+
+
+def score_cam_loop(model, x, acts, cls, convention):
+    """Wang et al.'s Score-CAM one masked image at a time; the libraries' variants."""
+    cams = []
+    with torch.no_grad():
+        clean = model(x)
+        for b in range(len(x)):
+            scores = []
+            for c in range(acts.shape[1]):
+                a = acts[b, c][None, None]
+                if convention == "torchcam":
+                    mask = F.interpolate(minmax(a), size=(8, 8), mode="bilinear",
+                                         align_corners=False)
+                elif convention == "pytorch-grad-cam":
+                    mask = minmax(F.interpolate(a, size=(8, 8), mode="bilinear",
+                                                align_corners=True), eps=1e-8)
+                else:
+                    mask = minmax(F.interpolate(a, size=(8, 8), mode="bilinear",
+                                                align_corners=False))
+                out = model(x[b:b + 1] * mask[0])
+                if convention == "paper":
+                    scores.append(out.softmax(1)[0, cls])
+                elif convention == "torchcam":
+                    scores.append(out[0, cls] - clean[b, cls])
+                else:
+                    scores.append(out[0, cls])
+            w = torch.stack(scores)
+            if convention != "paper":
+                w = w.softmax(0)
+            cams.append((w.view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
+    return torch.stack(cams)
+
+
+@pytest.mark.parametrize("convention", ["paper", "pytorch-grad-cam", "torchcam"])
+def test_score_cam_equals_the_loop(convention):
+    model, x, acts = setup()
+    for cls in (0, 3):
+        ours = gf.cam(model, "layer", x, cls, method="scorecam", convention=convention,
+                      batch_size=3)
+        assert_matches(ours, score_cam_loop(model, x, acts, cls, convention))
+
+
+def test_smoothed_and_integrated_score_cam_equal_the_loop():
+    """SS-CAM: noise on the [0, 1] masks, drawn for all B * C * N copies at once (one
+    batch); IS-CAM: masks scaled by the cumulative sums of i / N. Both: the increase of
+    the logit over the clean input's, averaged over samples, softmax over channels."""
+    model, x, acts = setup()
+    n, sigma = 3, 0.5
+    masks = torch.stack([torch.stack([minmax(F.interpolate(
+        acts[b, c][None, None], size=(8, 8), mode="bilinear", align_corners=False))[0]
+        for c in range(5)]) for b in range(2)])  # (B, C, 1, 8, 8)
+    noise = sigma * torch.randn((2 * 5 * n, 1, 8, 8),
+                                generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    coefficients = torch.cumsum(torch.arange(1, n + 1) / n, 0)
+    with torch.no_grad():
+        clean = model(x)
+        for method in ("sscam", "iscam"):
+            expected = []
+            for b in range(2):
+                gains = torch.zeros(5, dtype=torch.float64)
+                for c in range(5):
+                    for i in range(n):
+                        if method == "sscam":
+                            mask = masks[b, c] + noise[(b * 5 + c) * n + i]
+                        else:
+                            mask = coefficients[i] * masks[b, c]
+                        gains[c] += (model(x[b:b + 1] * mask)[0, 2] - clean[b, 2]) / n
+                expected.append((gains.softmax(0).view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
+            ours = gf.cam(model, "layer", x, 2, method=method, samples=n, noise=sigma,
+                          batch_size=1000, generator=torch.Generator().manual_seed(4))
+            assert_matches(ours, torch.stack(expected))
+
+
+def ablation_loop(model, x, acts, cls, value_of):
+    """Desai and Ramaswamy's Ablation-CAM: one channel set to a value at a time."""
+    cams = []
+    with torch.no_grad():
+        y = model(x)[:, cls]
+        for b in range(len(x)):
+            weights = []
+            for c in range(acts.shape[1]):
+                def ablate(_, __, out, c=c):
+                    out = out.clone()
+                    out[:, c] = value_of(acts[b])
+                    return out
+                handle = model.layer.register_forward_hook(ablate)
+                try:
+                    y_c = model(x[b:b + 1])[0, cls]
+                finally:
+                    handle.remove()
+                weights.append((y[b] - y_c) / y[b])
+            w = torch.stack(weights)
+            cams.append((w.view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
+    return torch.stack(cams)
+
+
+def test_ablation_cam_equals_the_loop():
+    model, x, acts = setup()
+    assert_matches(gf.cam(model, "layer", x, 1, method="ablationcam", batch_size=2),
+                   ablation_loop(model, x, acts, 1, lambda a: 0.0))
+    pytorch_grad_cam = ablation_loop(
+        model, x, acts, 1, lambda a: 0.0 if a.min() == 0 else a.min() - 1e7)
+    assert_matches(gf.cam(model, "layer", x, 1, method="ablationcam",
+                          convention="pytorch-grad-cam"), pytorch_grad_cam)
+
+
+class Linear(nn.Module):
+    """score = sum_c v_c mean(A_c) + bias: linear in the layer's channels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.layer = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(x).mean((2, 3)))
+
+
+def test_ablation_weights_in_closed_form_on_a_linear_head():
+    """Setting channel c to 0 removes v_c mean(A_c) from the score: w_c = v_c m_c / y."""
+    model = Linear().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        acts = model.layer(x)
+        y = model(x)[:, 2]
+        contributions = model.head.weight[2] * acts.mean((2, 3))  # (B, C)
+        expected = ((contributions / y[:, None]).view(2, 4, 1, 1) * acts).sum(1, keepdim=True)
+    assert_matches(gf.cam(model, "layer", x, 2, method="ablationcam"), expected)
+
+
+def test_eigen_cam_is_the_first_principal_component():
+    model, x, acts = setup()
+    expected = torch.from_numpy(first_component_by_hand(acts.numpy(), center=False))
+    assert_matches(gf.cam(model, "layer", x, method="eigencam"), expected)
+    centered = torch.from_numpy(first_component_by_hand(acts.numpy(), center=True))
+    theirs = gf.cam(model, "layer", x, method="eigencam", convention="pytorch-grad-cam")
+    for b in range(2):  # centered; the sign is the SVD's, so compare up to it
+        sign = torch.sign((theirs[b] * centered[b]).sum())
+        assert_matches(sign * theirs[b], centered[b])
+    stacked = gf.cam(model, "layer", x, method="eigencam", targets=[0, 1, 2])
+    assert stacked.shape == (3, 2, 1, 4, 4) and torch.equal(stacked[2], stacked[0])
+
+
+class Counted(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_targets_share_the_forwards_and_equal_the_loop(method):
+    model, x, _ = setup()
+    model.head = Counted(model.head)
+    targets = [0, [1, 2], lambda out: out[:, 3] - out[:, 0]]
+    stacked = gf.cam(model, "layer", x, targets=targets, method=method, batch_size=5)
+    calls_for_three = model.head.calls
+    model.head.calls = 0
+    loop = torch.stack([gf.cam(model, "layer", x, t, method=method, batch_size=5)
+                        for t in targets])
+    assert_close(stacked, loop)
+    assert calls_for_three * 3 == model.head.calls  # three targets, one set of forwards
+
+
+def test_ablation_runs_the_trunk_once_per_batch_of_channels():
+    model, x, _ = setup()
+    model.stem = Counted(model.stem)
+    gf.cam(model, "layer", x, 0, method="ablationcam", batch_size=5)
+    # one forward for the activation, one clean head pass, one vmapped call for all 5
+    assert model.stem.calls == 3
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(method="scorecam", attribute_to_layer_input=True),
+     r"method='scorecam', attribute_to_layer_input=True\): scorecam weighs the channels"),
+    (dict(method="ablationcam", batch_size=0), r"batch_size=0\): expected a positive int"),
+    (dict(method="scorecam", convention="captum"), r"convention='captum'\): scorecam offers "
+                                                   r"the conventions 'paper', "
+                                                   r"'pytorch-grad-cam', 'torchcam'"),
+    (dict(method="eigencam", sum_channels=False), r"sum_channels=False\): the principal "
+                                                  r"component is one map"),
+    (dict(method="sscam", samples=0), r"samples=0\): expected a positive int"),
+])
+def test_bad_arguments(kwargs, fragment):
+    model, x, _ = setup()
+    with pytest.raises(gf.GradCamError, match=fragment):
+        gf.cam(model, "layer", x, 0, **kwargs)
+
+
+def test_masking_needs_a_floating_input_of_the_maps_rank():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 3))
+    ids = torch.randint(0, 10, (2, 5))
+    with pytest.raises(gf.GradCamError, match=r"masking needs a floating-point input"):
+        gf.cam(model, "0", ids, lambda out: out[:, :, 0].sum(1), method="scorecam",
+               channel_axis=-1)
