@@ -166,3 +166,69 @@ def test_layers_called_with_none_and_keywords_equal_autograd_by_hand(name, layer
     expected = token_cam(acts, grads)
     assert_matches(gf.cam(model, layer, x, logit(2), attribute_to_layer_input=True,
                           channel_axis=-1), expected)
+
+
+def score_cam_by_loop(model, layer, x, k):
+    """Score-CAM (the paper's convention), one masked image at a time, on logits."""
+    acts = []
+    handle = model.get_submodule(layer).register_forward_hook(
+        lambda _, __, out: acts.append(out.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    maps = []
+    with torch.no_grad():
+        for b in range(len(x)):
+            weights = []
+            for a in acts[0][b]:
+                up = torch.nn.functional.interpolate(a[None, None], size=x.shape[-2:],
+                                                     mode="bilinear", align_corners=False)
+                span = up.max() - up.min()
+                mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
+                weights.append(model(x[b:b + 1] * mask[0]).logits.softmax(1)[0, k])
+            w = torch.stack(weights)
+            maps.append((w.view(-1, 1, 1) * acts[0][b]).sum(0, keepdim=True))
+    return torch.stack(maps)
+
+
+def ablation_cam_by_loop(model, layer, x, k):
+    """Ablation-CAM (the paper's convention), one ablated channel at a time."""
+    module = model.get_submodule(layer)
+    with torch.no_grad():
+        acts = []
+        handle = module.register_forward_hook(lambda _, __, out: acts.append(out))
+        try:
+            y = model(x).logits[:, k]
+        finally:
+            handle.remove()
+        maps = []
+        for b in range(len(x)):
+            weights = []
+            for c in range(acts[0].shape[1]):
+                def ablate(_, __, out, c=c):
+                    out = out.clone()
+                    out[:, c] = 0
+                    return out
+                handle = module.register_forward_hook(ablate)
+                try:
+                    weights.append((y[b] - model(x[b:b + 1]).logits[0, k]) / y[b])
+                finally:
+                    handle.remove()
+            w = torch.stack(weights)
+            maps.append((w.view(-1, 1, 1) * acts[0][b]).sum(0, keepdim=True))
+    return torch.stack(maps)
+
+
+@pytest.mark.parametrize("name", ["resnet", "convnext"])
+def test_gradient_free_methods_equal_their_loops(name):
+    model, x = build(name)
+    layer = ARCHS[name].output_layer
+    def probability(out):  # the paper's score; a callable target is scored by its value
+        return out.logits.softmax(1)[:, 2]
+
+    assert_matches(gf.cam(model, layer, x, probability, method="scorecam", batch_size=16),
+                   score_cam_by_loop(model, layer, x, 2))
+    assert_matches(gf.cam(model, layer, x, logit(2), method="ablationcam", batch_size=8),
+                   ablation_cam_by_loop(model, layer, x, 2))
