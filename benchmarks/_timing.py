@@ -51,8 +51,24 @@ def peak_memory_bytes(script, *args):
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def report_peak(fn):
-    """Run ``fn()`` once and print the peak RSS it added above the process's current RSS."""
-    before = _status_bytes("VmRSS")
-    fn()
-    print(json.dumps({"peak_bytes": max(_status_bytes("VmHWM") - before, 0)}))
+def synchronize(device):
+    """Wait for queued work on ``device`` (a no-op on the CPU), so timings are whole."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def report_peak(fn, device="cpu"):
+    """Run ``fn()`` once and print the peak memory it added: RSS above the process's
+    current RSS on the CPU, allocated CUDA memory above the current on a GPU."""
+    if str(device).startswith("cuda"):
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        before = _status_bytes("VmRSS")
+        fn()
+        peak = _status_bytes("VmHWM") - before
+    print(json.dumps({"peak_bytes": max(peak, 0)}))

@@ -1,6 +1,6 @@
 """Grad-CAM as pure functions on ``torch.func``."""
 
-from . import methods, metrics, ops, viz
+from . import methods, metrics, ops, targets, viz
 from ._cam import cam
 from ._checks import GradCamError
 from ._dataset import explain_dataset, load_cams
@@ -8,6 +8,7 @@ from ._fusion import fuse_layers
 from ._grad_cam import grad_cam
 from ._guided import guided_backprop, guided_grad_cam
 from ._interpolate import interpolate
+from ._layer_choice import LayerChoiceWarning, default_layer
 from ._smoothing import augmented_cam, smooth_cam
 from ._split import layer_vjp
 from ._targets import top_k
@@ -15,9 +16,9 @@ from .ops import normalize
 
 __all__ = [
     "grad_cam", "layer_vjp", "top_k", "cam", "smooth_cam", "augmented_cam", "fuse_layers",
-    "guided_backprop", "guided_grad_cam",
+    "default_layer", "LayerChoiceWarning", "guided_backprop", "guided_grad_cam",
     "interpolate", "normalize", "explain_dataset", "load_cams", "methods", "metrics", "ops",
-    "viz",
+    "targets", "viz",
     "GradCamError",
 ]
 __version__ = "0.1.0"

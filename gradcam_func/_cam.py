@@ -5,7 +5,8 @@ import functools
 import torch
 
 from ._checks import GradCamError, _describe, as_args_tuple, prepare_model
-from ._grad_cam import batch_size_of, explain
+from ._grad_cam import ForwardSpec, batch_size_of, explain
+from ._layer_choice import choose_layer
 from ._scores import TargetScores
 from ._split import _eager_no_grad, forward_with, model_state, run
 from ._targets import TopK
@@ -38,9 +39,9 @@ def _gradient_method(method, convention, acts, grads, *, layout, relu, sum_chann
 
 def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
         additional_forward_args=None, params=None, attribute_to_layer_input=False,
-        relu=False, sum_channels=True, chunk_size=None, channel_axis=1, token_grid=None,
+        relu=False, sum_channels=True, chunk_size="auto", channel_axis=1, token_grid=None,
         prefix_tokens=0, batch_size=None, convention="paper", samples=None, noise=None,
-        generator=None):
+        generator=None, autodiff="auto"):
     """A CAM of ``model`` at ``layer`` by ``method``, with ``grad_cam``'s contract.
 
     method: a gradient method, "gradcam" (equal to ``grad_cam``), "gradcam++",
@@ -51,7 +52,8 @@ def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
 
     channel_axis=-1 treats a (B, T, D) token layer's D as the channels: (B, 1, T);
     token_grid=(h, w) with prefix_tokens=n drops n leading tokens (class token) and
-    lays the rest on an (h, w) grid: (B, 1, h, w).
+    lays the rest on an (h, w) grid: (B, 1, h, w); token_grid="auto" infers both from
+    the number of tokens and the image's size (ViT, DeiT, Swin, registers).
 
     Gradient-free methods: batch_size perturbed copies per forward (default 64);
     convention: "paper" (default), "pytorch-grad-cam" or "torchcam", where those
@@ -59,6 +61,8 @@ def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
     samples (SS-CAM 35, IS-CAM 10) and noise (SS-CAM, 2.0) as torchcam defines them;
     generator: for SS-CAM's noise. Eigen-CAM needs no target: every target of
     ``targets=`` gets the same map.
+
+    autodiff: for gradient methods, "reverse", "forward" or "auto" (see ``grad_cam``).
 
     layer: a list of layers gives a list of maps, one per layer: from one forward and
     one pullback per target for gradient methods, from each layer's own forwards for
@@ -72,18 +76,30 @@ def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
     kind = METHODS[method].kind
     check_convention(method, convention, call) if kind in ("masking", "ablation") else \
         _check_eigen_convention(method, convention, call)
+    first = inputs[0] if isinstance(inputs, tuple) else inputs
+    image_size = tuple(first.shape[2:]) if isinstance(first, torch.Tensor) else None
     layout = functools.partial(to_channels_first, channel_axis=channel_axis,
-                               token_grid=token_grid, prefix_tokens=prefix_tokens)
+                               token_grid=token_grid, prefix_tokens=prefix_tokens,
+                               image_size=image_size)
     if method in ("eigengradcam", "eigencam") and not sum_channels:
         raise GradCamError(f"cam(..., method={method!r}, sum_channels=False): the principal "
                            "component is one map, not one per channel. Drop sum_channels.")
     if kind == "gradient":
         cam_from = functools.partial(_gradient_method, method, convention, layout=layout,
                                      relu=relu, sum_channels=sum_channels)
+        forward = ForwardSpec(method, relu, sum_channels, autodiff,
+                              channel_axis == 1 and token_grid is None)
         return explain(cam_from, model, layer, inputs, target, targets=targets,
                        additional_forward_args=additional_forward_args, params=params,
                        attribute_to_layer_input=attribute_to_layer_input,
-                       chunk_size=chunk_size, call=call)
+                       chunk_size=chunk_size, call=call, forward=forward)
+    if layer is None:
+        args = (inputs if isinstance(inputs, tuple) else (inputs,)) + as_args_tuple(
+            additional_forward_args)
+        layer = choose_layer(prepare_model(model, call), None, args, call)
+    if autodiff == "forward":
+        raise GradCamError(f"cam(..., method={method!r}, autodiff='forward'): {method} takes "
+                           "no gradient; autodiff applies to the gradient methods.")
     if isinstance(layer, list):  # gradient-free: each layer needs forwards of its own
         return _per_layer(model, layer, inputs, target, method=method, targets=targets,
                           additional_forward_args=additional_forward_args, params=params,

@@ -1,20 +1,24 @@
 """grad_cam: one forward pass, a vmap of the pullback over cotangents, then the ops."""
 
 import functools
+import math
+import warnings
 
 import torch
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from . import ops
 from ._checks import GradCamError
 from ._split import _eager_no_grad, split
-from ._targets import TopK, cotangent, cotangents
+from ._targets import TopK, cotangent, cotangents, every_class
 
-__all__ = ["grad_cam", "explain", "over_targets", "check_one_of", "batch_size_of"]
+__all__ = ["grad_cam", "explain", "over_targets", "check_one_of", "batch_size_of",
+           "default_chunk_size", "CHUNK_ELEMENTS"]
 
 
 def grad_cam(model, layer, inputs, target=None, *, targets=None,
              additional_forward_args=None, params=None, attribute_to_layer_input=False,
-             relu=False, sum_channels=True, chunk_size=None):
+             relu=False, sum_channels=True, chunk_size="auto", autodiff="auto"):
     """Grad-CAM of ``model`` at ``layer``: Captum's ``LayerGradCam`` as a pure function.
 
     inputs: a Tensor or tuple of Tensors, dim 0 the batch B. target: any Captum target
@@ -25,46 +29,120 @@ def grad_cam(model, layer, inputs, target=None, *, targets=None,
 
     targets: a sequence of K targets instead of ``target``; returns the results stacked
     on a new axis 0, (K, B, 1, *S), from ONE forward pass. With ``targets=top_k(k)``
-    returns ``(cams, classes)``, classes (k, B). chunk_size: targets per vmap chunk.
+    returns ``(cams, classes)``, classes (k, B); ``targets="all"``: every class. chunk_size: targets per vmapped
+    pullback; "auto" (the default) picks it from K and the activation's size
+    (``default_chunk_size``), None runs all K at once.
     params: a mapping of parameter/buffer tensors used instead of the module's own.
     attribute_to_layer_input: the CAM of the tensor the layer receives, with its
     gradient through every use of that tensor (Captum's semantics).
+    autodiff: "reverse" (one pullback per target), "forward" (one jvp per channel, see
+    ``_forward_mode``) or "auto" (the cheaper for K and the layer); results are equal.
     """
     return explain(
         functools.partial(ops.grad_cam_from, relu=relu, sum_channels=sum_channels),
         model, layer, inputs, target, targets=targets,
         additional_forward_args=additional_forward_args, params=params,
         attribute_to_layer_input=attribute_to_layer_input, chunk_size=chunk_size,
-        call="grad_cam",
+        call="grad_cam", forward=ForwardSpec("gradcam", relu, sum_channels, autodiff, True),
     )
+
+
+class ForwardSpec(tuple):
+    """What forward mode needs of a call: (method, relu, sum_channels, autodiff, ok);
+    ok: the layer's layout lets forward mode serve it (channels on axis 1)."""
+
+    def __new__(cls, method, relu, sum_channels, autodiff, ok):
+        return super().__new__(cls, (method, relu, sum_channels, autodiff, ok))
 
 
 def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
             additional_forward_args=None, params=None, attribute_to_layer_input=False,
-            chunk_size=None, call="grad_cam"):
+            chunk_size="auto", call="grad_cam", forward=None):
     """``grad_cam``'s pipeline with ``cam_from(acts, grads) -> cam`` as the last step.
 
     One forward pass; for ``targets``, ``cam_from`` runs inside the vmap over the K
     cotangents, so a chunk's (chunk, B, C, *S) gradients are freed before the next.
     A list of layers gives a list of results, from the same forward and pullbacks.
+    forward: a ``ForwardSpec`` where forward mode may serve the call, else None.
     """
     check_one_of(target, targets, call)
     with _eager_no_grad():
-        output, _, acts, pullback, finish = split(
+        parts = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
             params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )
+        output, _, acts, pullback, finish, _ = parts
+        if forward is not None:
+            result = forward_mode(parts, forward, model, layer, inputs, target, targets,
+                                  chunk_size, call)
+            if result is not None:
+                finish()
+                return result
 
         def cams_of(cots):
             return tuple(tuple(cam_from(a, g) for a, g in zip(layer_acts, layer_grads))
                          for layer_acts, layer_grads in zip(acts, pullback(cots)))
 
-        cams, classes = over_targets(cams_of, output, batch_size_of(inputs), target,
-                                     targets, chunk_size, call)
+        batch = batch_size_of(inputs)
+        per_example = sum(a.numel() for layer_acts in acts for a in layer_acts) // batch
+        cams, classes = over_targets(cams_of, output, batch, target, targets, chunk_size,
+                                     call, per_example)
     finish()
     cams = [c[0] if len(c) == 1 else c for c in cams]
     cams = cams if isinstance(layer, list) else cams[0]
     return cams if classes is None else (cams, classes)
+
+
+def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size, call):
+    """The result by forward mode when ``spec`` and the call choose it, else None."""
+    from ._forward_mode import _coupled, choose_mode, forward_cams
+    from ._scores import TargetScores
+    from .methods import METHODS
+
+    method, relu, sum_channels, autodiff, ok = spec
+    output, tensors, acts, pullback, _, jvp = parts
+    batch = batch_size_of(inputs)
+    single = not isinstance(layer, list) and len(acts) == 1 and len(acts[0]) == 1 \
+        and acts[0][0].ndim >= 3 and acts[0][0].shape[0] == batch and ok
+    if isinstance(targets, TopK):
+        k = targets.k
+    else:
+        resolved = every_class(targets, output, call)
+        k = 1 if resolved is None else len(resolved) if hasattr(resolved, "__len__") else 1
+    shape = tuple(acts[0][0].shape) if single else (batch, 0)
+    if choose_mode(autodiff, method, k, shape, sum_channels, model, single, call) != "forward":
+        return None
+    # Under a torch.func transform the check below cannot read values: "auto" stays in
+    # reverse mode there, and an explicit "forward" is taken at its word.
+    transformed = bool(retrieve_all_functorch_interpreters())
+    if transformed and autodiff == "auto":
+        return None
+    check_chunk_size(chunk_size, call)
+    scores = TargetScores(output, target, targets, batch, call)
+    coupled = _coupled(model)
+    numel = acts[0][0].numel() // batch
+    count = shape[1] if method != "hirescam" else math.prod(shape[2:])
+    if chunk_size == "auto":
+        chunk_size = default_chunk_size(count, batch, numel)
+    cams = forward_cams(method, acts[0][0], jvp, scores, output, tensors,
+                        sum_channels=sum_channels, relu=relu, coupled=coupled,
+                        chunk_size=chunk_size)
+    if not coupled and not transformed:  # examples assumed independent: checked once
+        (cotangent,) = cotangents(output, scores.targets[:1], batch, call)
+        grads = pullback((cotangent[0],))[0][0]
+        reverse = METHODS[method].compute(acts[0][0], grads, relu=relu,
+                                          sum_channels=sum_channels)
+        scale = reverse.abs().max().clamp_min(1e-30)
+        if not torch.allclose(cams[0], reverse, rtol=1e-3, atol=1e-4 * float(scale)):
+            if autodiff == "forward":
+                raise GradCamError(
+                    f"{call}(..., autodiff='forward'): the model mixes the examples of the "
+                    "batch (the first target's map differs from reverse mode's), so one "
+                    "direction per channel cannot serve every example. Use "
+                    "autodiff='reverse'.")
+            return None
+    result = cams if scores.stacked else cams[0]
+    return result if scores.classes is None else (result, scores.classes)
 
 
 def batch_size_of(inputs):
@@ -80,15 +158,49 @@ def check_one_of(target, targets, call):
         )
 
 
-def over_targets(fn, output, batch, target, targets, chunk_size, call):
-    """``fn(cotangents)`` for ``target``, or vmapped over the K targets' cotangents.
+# The memory a chunk of pullbacks may hold at the layer: 2**22 elements, 16 MiB float32.
+CHUNK_ELEMENTS = 2 ** 22
+
+
+def default_chunk_size(k, batch, numel_per_example):
+    """Targets per vmapped pullback for ``chunk_size="auto"``: as many as keep one
+    chunk's gradients at the layer (chunk x B x the activation's elements per example)
+    within ``CHUNK_ELEMENTS``; at least 1, at most K."""
+    return max(1, min(k, CHUNK_ELEMENTS // max(1, batch * numel_per_example)))
+
+
+def check_chunk_size(chunk_size, call):
+    if chunk_size in ("auto", None):
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise GradCamError(
+            f"{call}(..., chunk_size={chunk_size!r}): expected \"auto\" (the default: "
+            "chosen from K and the activation's size), None (all K at once) or a "
+            "positive int (targets per pullback)."
+        )
+
+
+def over_targets(fn, output, batch, target, targets, chunk_size, call, numel_per_example):
+    """``fn(cotangents)`` for ``target``, or vmapped over the K targets' cotangents,
+    ``chunk_size`` at a time ("auto": ``default_chunk_size``).
 
     Returns (result, classes): classes (k, B) for ``targets=top_k(k)``, else None.
     """
+    check_chunk_size(chunk_size, call)
     if targets is None:
         return fn(cotangent(output, target, batch, call)), None
     classes = None
     if isinstance(targets, TopK):
         targets, classes = targets.targets(output, call)
-    return torch.func.vmap(fn, chunk_size=chunk_size)(
-        cotangents(output, targets, batch, call)), classes
+    stacked = cotangents(output, targets, batch, call)
+    if chunk_size == "auto":
+        chunk_size = default_chunk_size(len(stacked[0]), batch, numel_per_example)
+    with warnings.catch_warnings():
+        # Ops without a batching rule (the CPU flash-attention backward among them) run
+        # one target at a time inside vmap; torch warns of it on every call, but the
+        # loop it falls back to is what the user would write: nothing to act on.
+        warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE, category=UserWarning)
+        return torch.func.vmap(fn, chunk_size=chunk_size)(stacked), classes
+
+
+_NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented"

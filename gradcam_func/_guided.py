@@ -46,7 +46,7 @@ def _guide(model):
 
 
 def guided_backprop(model, inputs, target=None, *, targets=None,
-                    additional_forward_args=None, params=None, chunk_size=None):
+                    additional_forward_args=None, params=None, chunk_size="auto"):
     """Guided-backprop gradients at the inputs: like ``inputs`` (a tuple for a tuple).
 
     With ``targets`` (K of them, one forward) every result gains a leading K axis.
@@ -71,13 +71,14 @@ def guided_backprop(model, inputs, target=None, *, targets=None,
     with _eager_no_grad():
         output, _, vjp_fn, _ = output_vjp(forward, inputs, call)
         grads, _ = over_targets(vjp_fn, output, batch_size_of(inputs), target, targets,
-                                chunk_size, call)
+                                chunk_size, call,
+                                sum(x[0].numel() for x in inputs))
     return grads if is_tuple else grads[0]
 
 
 def guided_grad_cam(model, layer, inputs, target=None, *, targets=None,
                     additional_forward_args=None, params=None, attribute_to_layer_input=False,
-                    interpolate_mode="nearest", chunk_size=None):
+                    interpolate_mode="nearest", chunk_size="auto"):
     """Guided backprop times the ReLU'd Grad-CAM upsampled to each input's size.
 
     Captum's ``GuidedGradCam``: for input (B, C, *S) returns (B, C, *S) (a tuple for a

@@ -10,7 +10,7 @@ probability of that class, for (B, N) outputs); a callable target scores by its 
 import torch
 
 from ._checks import GradCamError, _describe
-from ._targets import TopK, cotangent
+from ._targets import TopK, cotangent, every_class
 
 __all__ = ["TargetScores"]
 
@@ -29,6 +29,7 @@ class TargetScores:
         self.stacked = targets is not None
         if isinstance(targets, TopK):
             targets, self.classes = targets.targets(output, call)
+        targets = every_class(targets, output, call)
         if self.stacked and (isinstance(targets, (torch.Tensor, str))
                              or not hasattr(targets, "__len__") or len(targets) == 0):
             raise GradCamError(

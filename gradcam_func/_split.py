@@ -24,6 +24,7 @@ stale entry is corrected by a new probe, never used.
 
 import contextlib
 import contextvars
+import functools
 import weakref
 
 import torch
@@ -84,11 +85,19 @@ class _Stale(Exception):
 
 def model_state(model, params):
     """``{name: tensor}`` a forward runs with: ``params`` over the module's own
-    parameters and buffers."""
+    parameters and buffers.
+
+    The module's own parameters go in detached (unless ``keep_graph`` asked for a
+    graph): nothing differentiates with respect to them, and kernels pick their fast
+    paths for tensors that do not require grad (``nn.MultiheadAttention``'s fused
+    projection among them).
+    """
     if not isinstance(model, nn.Module):
         return {}
     params = params or {}
-    state = {name: params.get(name, p) for name, p in model.named_parameters()}
+    keep = _KEEP_GRAPH.get()
+    state = {name: params[name] if name in params else (p if keep else p.detach())
+             for name, p in model.named_parameters()}
     state.update({name: params.get(name, b) for name, b in model.named_buffers()})
     return state
 
@@ -108,7 +117,8 @@ def run(model, state, args, call, ops=None):
                 _checkpointing_off(model), _attention_for_transforms():
             if not isinstance(model, nn.Module):
                 return model(*args), {}
-            buffers = {name: state[name].clone() for name, _ in model.named_buffers()}
+            buffers = {name: state[name] if state[name] is None else state[name].clone()
+                       for name, _ in model.named_buffers()}
             return torch.func.functional_call(model, {**state, **buffers}, args), buffers
     except Exception as error:
         if not _raised_by_torch_or_python(error):
@@ -284,16 +294,24 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
 
 def split(model, layer, inputs, *, additional_forward_args=None, params=None,
           attribute_to_layer_input=False, call="layer_vjp"):
-    """The split with everything flat: ``(output, tensors, acts, vjp_fn, finish)``.
+    """The split with everything flat: a ``Split`` (output, tensors, acts, pullback,
+    finish, jvp).
 
     layer: one layer, or a list of layers (one forward and one pullback for all).
     output: the model's output as returned; tensors: its floating-point Tensors, the
-    order ``vjp_fn`` takes cotangents in; acts: per layer, a tuple of its tensors;
-    ``vjp_fn(cotangents) -> grads``, per layer a tuple, one per act. ``finish()``
+    order ``pullback`` takes cotangents in; acts: per layer, a tuple of its tensors;
+    ``pullback(cotangents) -> grads``, per layer a tuple, one per act. ``finish()``
     writes the forward's buffer updates (train-mode BatchNorm) into the module: call it
     once the whole call has succeeded, so a call that fails leaves the module as it was.
+    ``jvp(tangents)`` (per layer, one per act) -> the output tensors' tangents.
     """
     model = prepare_model(model, call)
+    inputs = as_tensor_tuple(inputs, call)
+    args = inputs + as_args_tuple(additional_forward_args)
+    if layer is None:
+        from ._layer_choice import choose_layer
+
+        layer = choose_layer(model, layer, args, call)
     layers = layer if isinstance(layer, list) else [layer]
     if not layers:
         raise GradCamError(f"{call}(..., layer=[]): expected at least one layer.")
@@ -301,8 +319,6 @@ def split(model, layer, inputs, *, additional_forward_args=None, params=None,
     if len({id(m) for m in modules}) != len(modules):
         raise GradCamError(f"{call}(..., layer=[...]): a layer is listed twice; list each "
                            "layer once.")
-    inputs = as_tensor_tuple(inputs, call)
-    args = inputs + as_args_tuple(additional_forward_args)
     check_params(model, params, call)
     state = model_state(model, params)
     signature = _signature(args, attribute_to_layer_input)
@@ -367,7 +383,8 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
     sources = list(dict.fromkeys(source for _, _, source in every))
     any_hook = [any(source[0] == "hook" for _, _, source in spec) for spec in specs]
 
-    def forward(*perturbations):
+    def forward_on(state, *perturbations):
+        """The model on ``state``, perturbed at the layers' sources -> (output, aux)."""
         eps = dict(zip(sources, perturbations))
         ops = None
         if any(source[0] == "op" for source in sources):
@@ -408,6 +425,7 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
             raise _Stale()
         return output, (tuple(tuple(s[0]) for s in seen), buffers)
 
+    forward = functools.partial(forward_on, state)
     device = _device(args, state)
     zeros = [torch.zeros(next(shape for shape, _, s in every if s == source),
                          dtype=next(dtype for _, dtype, s in every if s == source),
@@ -421,12 +439,50 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
         grads = dict(zip(sources, vjp_fn(tuple(cotangents))))
         return tuple(tuple(grads[source] for _, _, source in spec) for spec in specs)
 
+    # Forward mode runs the model again for each (vmapped) batch of tangents, with
+    # train-mode BatchNorm on batch statistics but no running-statistic updates (the
+    # pass above made the one update); in eval mode nothing differs.
+    tangent_state = {**state, **{f"{name}.{buffer}": None
+                                 for name, module in model.named_modules()
+                                 if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                                 and module.training and module.track_running_stats
+                                 for buffer in ("running_mean", "running_var",
+                                                "num_batches_tracked")}} \
+        if isinstance(model, nn.Module) else state
+
+    def tangent_forward(*perturbations):
+        return flatten(forward_on(tangent_state, *perturbations)[0])[0]
+
+    def jvp(tangents):
+        """Tangents per layer, one per act -> the tangents of the output's floating-point
+        Tensors (a tuple): the directional derivative through every use of each act."""
+        by_source = {}
+        for spec, layer_tangents in zip(specs, tangents):
+            for (_, _, source), tangent in zip(spec, layer_tangents):
+                by_source.setdefault(source, tangent)
+        return torch.func.jvp(tangent_forward, tuple(zeros),
+                              tuple(by_source[source] for source in sources))[1]
+
     def finish():
         """Write the forward's buffer updates into the module, once the call succeeded."""
         if write_back and not retrieve_all_functorch_interpreters():
             _write_back(model, buffers)
 
-    return output, tensors, acts, pullback, finish
+    return Split(output, tensors, acts, pullback, finish, jvp)
+
+
+class Split(tuple):
+    """What ``split`` returns: ``(output, tensors, acts, pullback, finish, jvp)``."""
+
+    def __new__(cls, output, tensors, acts, pullback, finish, jvp):
+        return super().__new__(cls, (output, tensors, acts, pullback, finish, jvp))
+
+    output = property(lambda self: self[0])
+    tensors = property(lambda self: self[1])
+    acts = property(lambda self: self[2])
+    pullback = property(lambda self: self[3])
+    finish = property(lambda self: self[4])
+    jvp = property(lambda self: self[5])
 
 
 def output_vjp(forward, primals, call):
@@ -489,8 +545,12 @@ def forward_with(model, layer, inputs, *, additional_forward_args=None, params=N
     is left as it was, also in train mode.
     """
     model = prepare_model(model, call)
-    module = resolve_layer(model, layer, call)
     args = as_tensor_tuple(inputs, call) + as_args_tuple(additional_forward_args)
+    if layer is None:
+        from ._layer_choice import choose_layer
+
+        layer = choose_layer(model, layer, args, call)
+    module = resolve_layer(model, layer, call)
     check_params(model, params, call)
     seen = []
 
@@ -536,7 +596,7 @@ def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None
     """
     call = "layer_vjp"
     with _eager_no_grad():
-        output, tensors, acts, vjp_fn, finish = split(
+        output, tensors, acts, vjp_fn, finish, _ = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
             params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )

@@ -13,7 +13,19 @@ import torch
 from ._checks import GradCamError, _describe
 from ._outputs import flatten, tensor_fields, unflatten
 
-__all__ = ["TopK", "top_k", "cotangent", "cotangents"]
+__all__ = ["TopK", "top_k", "cotangent", "cotangents", "every_class"]
+
+
+def every_class(targets, output, call):
+    """``targets``, with "all" (every class of a (B, N) output) spelled out as 0..N-1."""
+    if not (isinstance(targets, str) and targets == "all"):
+        return targets
+    _needs_tensor(output, call, "targets='all'",
+                  "targets=[lambda out, k=k: {scores}[:, k] for k in range(n)]")
+    if output.ndim != 2:
+        raise GradCamError(f"{call}(..., targets='all'): needs class scores (B, N), got an "
+                           f"output of shape {tuple(output.shape)}.")
+    return list(range(output.shape[1]))
 
 
 class TopK:
@@ -244,10 +256,11 @@ def cotangent(output, target, batch, call="grad_cam", argument="target"):
 
 def cotangents(output, targets, batch, call="grad_cam"):
     """A tuple of (K, *tensor.shape) stacks: each target's cotangents, stacked."""
+    targets = every_class(targets, output, call)
     if isinstance(targets, (torch.Tensor, str)) or not hasattr(targets, "__len__"):
         raise GradCamError(
             f"{call}(..., targets=...): expected a sequence of targets (a list or "
-            f"tuple, each one a valid target) or top_k(k); got {_describe(targets)}."
+            f"tuple, each one a valid target), top_k(k) or 'all'; got {_describe(targets)}."
         )
     if len(targets) == 0:
         raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")

@@ -1,4 +1,5 @@
-"""Pictures: a CAM laid over its image, and a grid of images by targets as a PNG.
+"""Pictures: a CAM laid over its image, a grid of images by targets, a 1-D CAM under
+its signal, a volume's CAM as slices, and a video's as frames or an animated GIF.
 
 Takes torch tensors or NumPy arrays. matplotlib (the ``viz`` extra) is imported only
 inside the functions that need it.
@@ -11,7 +12,7 @@ from . import ops
 from ._checks import GradCamError
 from ._interpolate import interpolate
 
-__all__ = ["overlay", "save_grid"]
+__all__ = ["overlay", "save_grid", "save_signal", "save_volume", "save_video"]
 
 
 def _as_hwc(image):
@@ -89,5 +90,118 @@ def save_grid(images, cams, path, titles=None, *, image_titles=None, cmap="jet",
             axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _numpy(value):
+    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value,
+                      dtype=np.float64)
+
+
+def save_signal(signal, cam, path, *, title=None, cmap="jet"):
+    """A 1-D CAM drawn under its signal: the signal's channels as lines over a colour
+    band of the CAM (upsampled linearly to the signal's length). Returns the path.
+
+    signal: (C, T) or (T,); cam: (1, t) or (t,).
+    """
+    plt = _figure()
+    signal = _numpy(signal)
+    signal = signal[None] if signal.ndim == 1 else signal
+    cam = torch.as_tensor(_numpy(cam)).reshape(1, 1, -1)
+    if signal.ndim != 2:
+        raise GradCamError(f"save_signal(signal=...): expected (C, T) or (T,), got "
+                           f"{signal.shape}.")
+    band = ops.normalize(interpolate(cam, signal.shape[1], "linear")[0, 0].numpy())
+    figure, axis = plt.subplots(figsize=(8, 2.4))
+    low, high = signal.min(), signal.max()
+    axis.imshow(band[None], aspect="auto", cmap=cmap, alpha=0.45,
+                extent=(0, signal.shape[1], low, high), origin="lower")
+    for channel in signal:
+        axis.plot(np.arange(signal.shape[1]) + 0.5, channel, color="black", linewidth=1)
+    axis.set(xlim=(0, signal.shape[1]), ylim=(low, high), xlabel="time step",
+             title=title or "")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def save_volume(volume, cam, path, *, axis=0, slices=8, cmap="jet", alpha=0.5):
+    """A 3-D CAM over its volume as a row of slices along ``axis``. Returns the path.
+
+    volume: (D, H, W) (or (1, D, H, W)); cam: (1, d, h, w) or (d, h, w), upsampled
+    (trilinearly) to the volume first. ``slices`` evenly spaced slices are drawn.
+    """
+    plt = _figure()
+    volume = _numpy(volume)
+    volume = volume[0] if volume.ndim == 4 else volume
+    if volume.ndim != 3:
+        raise GradCamError(f"save_volume(volume=...): expected (D, H, W), got "
+                           f"{volume.shape}.")
+    cam = torch.as_tensor(_numpy(cam))
+    cam = cam[None] if cam.ndim == 3 else cam
+    cam = interpolate(cam[None], volume.shape, "linear")[0, 0].numpy()
+    picks = np.linspace(0, volume.shape[axis] - 1, min(slices, volume.shape[axis])).round()
+    figure, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 1.8), squeeze=False)
+    for panel, index in zip(axes[0], picks.astype(int)):
+        panel.imshow(overlay(np.take(cam, index, axis), np.take(volume, index, axis),
+                             cmap=cmap, alpha=alpha))
+        panel.set_title(f"slice {index}", fontsize=8)
+        panel.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
+    """A video's CAM frame by frame: an animated GIF for a ``.gif`` path, else a strip
+    of frames as a PNG. Returns the path.
+
+    frames: (T, 3, H, W) or (3, T, H, W) as a video model takes one clip; cams:
+    (1, t, h, w) or (t, h, w), upsampled (trilinearly) to the clip first.
+    """
+    plt = _figure()
+    frames = _numpy(frames)
+    if frames.ndim == 4 and frames.shape[0] in (1, 3) and frames.shape[1] not in (1, 3):
+        frames = frames.transpose(1, 0, 2, 3)  # (C, T, H, W) -> (T, C, H, W)
+    if frames.ndim != 4:
+        raise GradCamError(f"save_video(frames=...): expected (T, C, H, W) or (C, T, H, W), "
+                           f"got {frames.shape}.")
+    cams = torch.as_tensor(_numpy(cams))
+    cams = cams[None] if cams.ndim == 3 else cams
+    cams = interpolate(cams[None], (frames.shape[0], *frames.shape[2:]), "linear")[0, 0]
+    cams = ops.normalize(cams.numpy()[None, None])[0, 0]  # one scale for the whole clip
+    pictures = [overlay(cam, frame, cmap=cmap, alpha=alpha, normalize=False)
+                for cam, frame in zip(cams, frames)]
+    if str(path).endswith(".gif"):
+        from matplotlib import animation
+
+        figure = plt.figure(figsize=(2.5, 2.5))
+        shown = plt.imshow(pictures[0])
+        plt.axis("off")
+        movie = animation.FuncAnimation(figure, lambda i: shown.set_data(pictures[i]),
+                                        frames=len(pictures))
+        movie.save(path, writer=animation.PillowWriter(fps=fps))
+        plt.close(figure)
+        return path
+    figure, axes = plt.subplots(1, len(pictures), figsize=(1.6 * len(pictures), 1.8),
+                                squeeze=False)
+    for i, (panel, picture) in enumerate(zip(axes[0], pictures)):
+        panel.imshow(picture)
+        panel.set_title(f"frame {i}", fontsize=8)
+        panel.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

@@ -1,0 +1,144 @@
+"""Forward mode against reverse mode, "auto" and torchcam's one-forward, K-backward loop.
+
+    python benchmarks/forward_mode.py [--models resnet18 resnet50] [--layers layer3 layer4]
+                                      [--ks 10 100 1000] [--methods gradcam xgradcam hirescam]
+                                      [--repeats 1] [--device cpu] [--estimate-above 100]
+
+Batch 8, 224 x 224, random weights, the K first classes. Every mode computes the same
+maps (checked before timing). Times are medians of ``--repeats`` interleaved runs.
+Where K exceeds ``--estimate-above`` for a model larger than ResNet-18, reverse mode
+and the loop (both linear in K) are estimated from their time at the largest K below
+it, marked "est."; forward mode and "auto" are always run. Peak memory (``--memory``):
+the RSS one call adds, in a fresh process.
+"""
+
+import argparse
+import statistics
+import sys
+
+import torch
+
+import gradcam_func as gf
+from _timing import once_seconds, peak_memory_bytes, report_peak, synchronize
+from resnet import resnet18, resnet50
+
+MODELS = {"resnet18": resnet18, "resnet50": resnet50}
+GIB = 2 ** 30
+
+
+def setup(model_name, device):
+    torch.manual_seed(0)
+    return MODELS[model_name]().eval().to(device), torch.randn(8, 3, 224, 224, device=device)
+
+
+def mode(model, layer, x, k, method, autodiff):
+    return lambda: gf.cam(model, layer, x, targets="all" if k == 1000 else list(range(k)),
+                          method=method, autodiff=autodiff)
+
+
+def loop(model, layer, x, k, method):
+    """torchcam's efficient way: one forward, then one backward per class."""
+    compute = gf.methods.METHODS[method].compute
+
+    def run():
+        captured = []
+        handle = model.get_submodule(layer).register_forward_hook(
+            lambda m, i, out: captured.append(out))
+        try:
+            output = model(x)
+        finally:
+            handle.remove()
+        acts = captured[0]
+        maps = []
+        for c in range(k):
+            (grads,) = torch.autograd.grad(output[:, c].sum(), acts, retain_graph=c < k - 1)
+            maps.append(compute(acts.detach(), grads))
+        return torch.stack(maps)
+    return run
+
+
+def measure_peak(model_name, layer, k, method, autodiff, device):
+    model, x = setup(model_name, device)
+    gf.grad_cam(model, layer, x, 0)
+    fn = (loop(model, layer, x, int(k), method) if autodiff == "loop"
+          else mode(model, layer, x, int(k), method, autodiff))
+    report_peak(fn, device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--layers", nargs="+", default=["layer3", "layer4"])
+    parser.add_argument("--ks", nargs="+", type=int, default=[10, 100, 1000])
+    parser.add_argument("--methods", nargs="+", default=["gradcam", "xgradcam", "hirescam"])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--estimate-above", type=int, default=100)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--peak-of", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peak_of:
+        return measure_peak(*args.peak_of)
+    print(f"torch {torch.__version__}, device {args.device}, "
+          f"{torch.get_num_threads()} threads, batch 8, 224 x 224\n")
+    print("| model | layer | method | K | forward s | reverse s | auto s (picks) | loop s | "
+          "loop / auto | auto / best mode |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model_name in args.models:
+        model, x = setup(model_name, args.device)
+        for layer in args.layers:
+            acts_shape = None
+            for method in args.methods:
+                per_target = {}
+                for k in args.ks:
+                    estimate = model_name != "resnet18" and k > args.estimate_above
+                    fns = {"forward": mode(model, layer, x, k, method, "forward"),
+                           "auto": mode(model, layer, x, k, method, "auto")}
+                    if not estimate:
+                        fns["reverse"] = mode(model, layer, x, k, method, "reverse")
+                        fns["loop"] = loop(model, layer, x, k, method)
+                        reference = fns["reverse"]()
+                        torch.testing.assert_close(fns["forward"](), reference, rtol=1e-3,
+                                                   atol=1e-5)
+                        torch.testing.assert_close(fns["loop"](), reference, rtol=1e-3,
+                                                   atol=1e-5)
+                    times = {name: [] for name in fns}
+                    for _ in range(args.repeats):
+                        for name, fn in fns.items():
+                            times[name].append(once_seconds(lambda fn=fn: (
+                                fn(), synchronize(args.device))))
+                    median = {name: statistics.median(v) for name, v in times.items()}
+                    note = {}
+                    for name in ("reverse", "loop"):
+                        if estimate:
+                            below = max(kk for kk in per_target if kk <= args.estimate_above)
+                            median[name] = per_target[below][name] / below * k
+                            note[name] = " est."
+                        else:
+                            note[name] = ""
+                    per_target[k] = median
+                    if acts_shape is None:
+                        _, acts, _ = gf.layer_vjp(model, layer, x[:1])
+                        acts_shape = (8, *acts.shape[1:])
+                    picks = gf._forward_mode.choose_mode(
+                        "auto", method, k, acts_shape, True, model, True, "bench")
+                    best = min(median["forward"], median["reverse"])
+                    print(f"| {model_name} | {layer} | {method} | {k} | "
+                          f"{median['forward']:.2f} | {median['reverse']:.2f}{note['reverse']} "
+                          f"| {median['auto']:.2f} ({picks}) | {median['loop']:.2f}"
+                          f"{note['loop']} | {median['loop'] / median['auto']:.2f} | "
+                          f"{median['auto'] / best:.2f} |", flush=True)
+    if args.memory:
+        print("\n| model | layer | method | K | mode | peak GiB |")
+        print("|---|---|---|---|---|---|")
+        for model_name in args.models:
+            for layer in args.layers:
+                for k, autodiff in [(100, "reverse"), (1000, "forward"), (1000, "auto")]:
+                    peak = peak_memory_bytes(__file__, model_name, layer, k, "gradcam",
+                                             autodiff, args.device) / GIB
+                    print(f"| {model_name} | {layer} | gradcam | {k} | {autodiff} | "
+                          f"{peak:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

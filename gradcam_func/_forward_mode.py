@@ -1,0 +1,150 @@
+"""Forward-mode CAMs: when the targets outnumber the directions a method needs.
+
+Reverse mode takes one pullback per target: K passes through the part after the layer.
+For three methods the map needs much less than the K full gradients, only a Jacobian
+of the K scores with respect to a few directions at the layer, which forward mode takes
+in one (vmapped) ``jvp`` per direction:
+
+- Grad-CAM: ``mean_S g_c`` is the derivative of the score with respect to an offset
+  added to all of channel c, divided by the positions S: C directions (one per channel);
+- XGradCAM: ``sum_S g_c A_c`` is the derivative with respect to a scaling of channel c
+  (direction ``A`` on channel c, 0 elsewhere): C directions;
+- HiResCAM: ``sum_c g_c A_c`` at position s is the derivative with respect to a scaling
+  of position s in every channel: S directions (C x S for per-channel maps).
+
+LayerCAM, Grad-CAM++ and the eigen methods apply a non-linearity to the gradient before
+it is summed (a ReLU, squares, an SVD), so no few directions carry what they need.
+
+A direction perturbs every example of the batch at once, which gives each example its
+own derivative when examples do not interact. In train mode they do (BatchNorm's batch
+statistics), so there each example gets directions of its own (B times as many). In eval
+mode the first target is also computed in reverse mode and compared: a model that mixes
+examples anyway is caught, not explained wrongly.
+"""
+
+import math
+
+import torch
+
+from ._checks import GradCamError
+from ._outputs import flatten, unflatten
+from .ops import relu as _relu
+
+__all__ = ["FORWARD_METHODS", "choose_mode", "forward_cams", "directions_needed"]
+
+FORWARD_METHODS = ("gradcam", "xgradcam", "hirescam")
+
+# One jvp through the part after the layer costs about this share of one pullback (a
+# vjp replays the forward's saved graph backwards; measured on ResNets, see
+# docs/performance.md). "auto" takes forward mode when directions x this < targets.
+JVP_PER_VJP = 0.75
+
+
+def directions_needed(method, shape, sum_channels, coupled):
+    """How many jvps ``method`` needs for a layer of ``shape`` (B, C, *S)."""
+    batch, channels, positions = shape[0], shape[1], math.prod(shape[2:])
+    if method == "hirescam":
+        count = positions if sum_channels else channels * positions
+    else:
+        count = channels
+    return count * (batch if coupled else 1)
+
+
+def _coupled(model):
+    """Whether the batch's examples interact: a module in train mode (BatchNorm)."""
+    return isinstance(model, torch.nn.Module) and any(m.training for m in model.modules())
+
+
+def choose_mode(autodiff, method, k, shape, sum_channels, model, forward_ok, call):
+    """"forward" or "reverse" for this call; raises for a forward mode that cannot be."""
+    if autodiff not in ("auto", "reverse", "forward"):
+        raise GradCamError(f"{call}(..., autodiff={autodiff!r}): expected 'auto', 'reverse' "
+                           "or 'forward'.")
+    if autodiff == "reverse":
+        return "reverse"
+    why = None
+    if method not in FORWARD_METHODS:
+        why = (f"{method} applies a non-linearity to the gradient before summing it, so "
+               "no few directions give it; forward mode serves Grad-CAM, XGradCAM and "
+               "HiResCAM")
+    elif not forward_ok:
+        why = ("forward mode takes one layer whose activation is one Tensor (B, C, *S) "
+               "of the batch, with channels on axis 1")
+    if why:
+        if autodiff == "forward":
+            raise GradCamError(f"{call}(..., method={method!r}, autodiff='forward'): {why}. "
+                               "Use autodiff='reverse' (or 'auto').")
+        return "reverse"
+    if autodiff == "forward":
+        return "forward"
+    directions = directions_needed(method, shape, sum_channels, _coupled(model))
+    return "forward" if directions * JVP_PER_VJP < k else "reverse"
+
+
+def _score_tangents(target_scores, output, tensors, tangents):
+    """(K, B) tangents of the targets' scores, given the output tensors' tangents."""
+    _, others, tree = flatten(output)
+    rows = []
+    for target, selector in zip(target_scores.targets, target_scores.selectors):
+        if selector is None:
+            rows.append(torch.func.jvp(lambda *ts: target(unflatten(tree, ts, others)),
+                                       tuple(tensors), tuple(tangents))[1])
+        else:
+            rows.append((tangents[0] * selector.to(tangents[0].dtype)).flatten(1).sum(1))
+    return torch.stack(rows)
+
+
+def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_channels,
+                 relu, coupled, chunk_size):
+    """The K targets' maps (K, B, 1, *S) (or (K, B, C, *S)) of ``method`` from jvps.
+
+    acts: the layer's activation (B, C, *S); jvp: ``tangent -> output tangents``.
+    """
+    batch, channels, *space = acts.shape
+    positions = math.prod(space)
+    flat = acts.reshape(batch, channels, positions)
+    per_channel = method != "hirescam"
+    units = channels if per_channel else (positions if sum_channels else
+                                           channels * positions)
+    count = units * (batch if coupled else 1)
+
+    def direction(index):
+        unit, example = index % units, index // units
+        if per_channel:
+            chosen = (torch.arange(channels, device=acts.device) == unit).to(acts.dtype)
+            base = torch.ones_like(flat) if method == "gradcam" else flat
+            tangent = base * chosen.view(1, channels, 1)
+        elif sum_channels:
+            chosen = (torch.arange(positions, device=acts.device) == unit).to(acts.dtype)
+            tangent = flat * chosen.view(1, 1, positions)
+        else:
+            chosen = (torch.arange(channels * positions, device=acts.device) == unit)
+            tangent = flat * chosen.to(acts.dtype).view(1, channels, positions)
+        if coupled:
+            mine = (torch.arange(batch, device=acts.device) == example).to(acts.dtype)
+            tangent = tangent * mine.view(batch, 1, 1)
+        return tangent.reshape(acts.shape)
+
+    def derivative(index):
+        return _score_tangents(target_scores, output, tensors,
+                               jvp(((direction(index),),)))  # (K, B)
+
+    indices = torch.arange(count, device=acts.device)
+    jacobian = torch.func.vmap(derivative, chunk_size=chunk_size)(indices)  # (count, K, B)
+    k = jacobian.shape[1]
+    if coupled:  # rows (example b', unit): the derivative of sum_b s_b, as reverse mode
+        jacobian = jacobian.reshape(batch, units, k, batch).sum(-1)  # (B, units, K)
+        jacobian = jacobian.permute(2, 0, 1)  # (K, B, units)
+    else:
+        jacobian = jacobian.permute(1, 2, 0)  # (K, B, units)
+    if per_channel:
+        weights = jacobian / positions if method == "gradcam" else \
+            jacobian / (flat.sum(-1) + 1e-7)
+        maps = weights[..., None] * flat  # (K, B, C, P)
+        maps = maps.sum(2, keepdim=True) if sum_channels else maps
+    elif sum_channels:
+        maps = jacobian[:, :, None, :]  # (K, B, 1, P)
+    else:
+        maps = jacobian.reshape(k, batch, channels, positions)
+    maps = maps.reshape(k, batch, maps.shape[2], *space)
+    return _relu(maps) if relu else maps

@@ -1,0 +1,161 @@
+"""autodiff="forward": Grad-CAM, XGradCAM and HiResCAM from jvps equal reverse mode and
+Captum's loop, for every target form and option; "auto" picks the cheaper mode."""
+
+import copy
+import re
+
+import pytest
+import torch
+from captum.attr import LayerGradCam
+from torch import nn
+
+import gradcam_func as gf
+from conftest import FINITE_DIFFERENCES, assert_close, assert_matches
+from gradcam_func._forward_mode import choose_mode, directions_needed
+from layer_inputs import CASES
+from zoo import ZOO
+
+FORWARD = ["gradcam", "xgradcam", "hirescam"]
+
+
+def both(model, layer, x, method="gradcam", **options):
+    mine = {mode: gf.cam(model, layer, x, method=method, autodiff=mode, **options)
+            for mode in ("forward", "reverse")}
+    return mine["forward"], mine["reverse"]
+
+
+@pytest.mark.parametrize("sum_channels", [True, False])
+@pytest.mark.parametrize("method", FORWARD)
+@pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "two_inputs",
+                                  "extra_args"])
+def test_forward_equals_reverse_for_every_target_form(name, method, sum_channels):
+    case = ZOO[name](torch.float64)
+    x = case.inputs if len(case.inputs) > 1 else case.inputs[0]
+    batch = case.inputs[0].shape[0]
+    targets = [0, (2,), torch.tensor(1), [1] * batch, torch.tensor([2] * batch),
+               lambda out: out[:, 2] - out[:, 0], lambda out: out.softmax(1)[:, 1]]
+    forward, reverse = both(case.model, case.layer, x, method, targets=targets,
+                            sum_channels=sum_channels, relu=True,
+                            additional_forward_args=case.args or None)
+    assert_matches(forward, reverse)
+
+
+def test_forward_equals_captums_loop_for_all_classes_and_top_k():
+    case = ZOO["residual"](torch.float64)
+    x = case.inputs[0]
+    every = gf.grad_cam(case.model, case.layer, x, targets="all", autodiff="forward")
+    explainer = LayerGradCam(case.model, case.layer)
+    assert_matches(every, torch.stack([explainer.attribute(x, k).detach() for k in range(4)]))
+    top, classes = gf.grad_cam(case.model, case.layer, x, targets=gf.top_k(3),
+                               autodiff="forward")
+    assert_matches(top, torch.stack([explainer.attribute(x, row.tolist()).detach()
+                                     for row in classes]))
+
+
+def test_params_tuple_inputs_and_layer_inputs():
+    case = ZOO["two_inputs"](torch.float64)
+    params = {k: v.detach() * 1.3 for k, v in case.model.named_parameters()}
+    forward, reverse = both(case.model, case.layer, case.inputs, targets=[0, 2],
+                            params=params)
+    assert_matches(forward, reverse)
+    for name in ("basic_block_conv1", "fire_expand3x3", "model_input"):
+        model, layer, x = CASES[name]()
+        forward, reverse = both(model, layer, x, targets=[0, 1, 4],
+                                attribute_to_layer_input=True)
+        assert_matches(forward, reverse)
+
+
+def test_train_mode_batchnorm_and_its_statistics():
+    """In train mode the examples interact through the batch statistics: each example
+    gets directions of its own, and the running statistics move as in one forward."""
+    case = ZOO["residual"](torch.float64)
+    case.model.train()
+    twin, plain = copy.deepcopy(case.model), copy.deepcopy(case.model)
+    x = case.inputs[0]
+    forward = gf.grad_cam(case.model, case.layer, x, targets=[0, 1, 3], autodiff="forward")
+    reverse = gf.grad_cam(twin, "bn", x, targets=[0, 1, 3], autodiff="reverse")
+    assert_matches(forward, reverse)
+    plain(x)
+    for (key, mine), (_, expected) in zip(case.model.named_buffers(), plain.named_buffers()):
+        assert torch.equal(mine, expected), key
+
+
+def test_vmap_over_inputs_and_gradients_of_the_cam():
+    case = ZOO["plain_cnn"](torch.float64)
+    xs = torch.randn(3, 2, 3, 8, 8, dtype=torch.float64)
+
+    def explain(x):
+        return gf.grad_cam(case.model, case.layer, x, targets=[0, 1], autodiff="forward")
+
+    assert_close(torch.func.vmap(explain)(xs), torch.stack([explain(x) for x in xs]))
+    params = {k: v.detach() for k, v in case.model.named_parameters()}
+    x = xs[0]
+    generator = torch.Generator().manual_seed(0)
+    direction = {k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
+                 for k, v in params.items()}
+
+    def loss(p, mode):
+        cams = gf.grad_cam(case.model, case.layer, x, targets=[0, 3], params=p,
+                           autodiff=mode)
+        return (cams ** 2).sum()
+
+    grads = torch.func.grad(lambda p: loss(p, "forward"))(params)
+    analytic = sum((grads[k] * direction[k]).sum() for k in params)
+    eps = 1e-6
+    numeric = (loss({k: v + eps * direction[k] for k, v in params.items()}, "reverse")
+               - loss({k: v - eps * direction[k] for k, v in params.items()}, "reverse")) / (
+        2 * eps)
+    torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
+
+
+class MixesExamples(nn.Module):
+    """Scales by the batch mean in eval mode: examples interact outside BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x))
+        h = h * (1 + h.mean(0, keepdim=True))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_a_model_that_mixes_examples_is_caught():
+    model = MixesExamples().double().eval()
+    x = torch.randn(3, 3, 5, 5, dtype=torch.float64)
+    with pytest.raises(gf.GradCamError, match=r"autodiff='forward'\): the model mixes the "
+                                              r"examples of the batch.*autodiff='reverse'"):
+        gf.grad_cam(model, "conv", x, targets=[0, 1, 2], autodiff="forward")
+    auto = gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20)  # "auto": forward
+    assert_matches(auto, gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20,
+                                     autodiff="reverse"))
+
+
+@pytest.mark.parametrize("method", ["layercam", "gradcam++", "eigengradcam",
+                                    "gradcam_elementwise"])
+def test_methods_without_a_forward_form_say_why(method):
+    case = ZOO["plain_cnn"](torch.float64)
+    with pytest.raises(gf.GradCamError, match=re.escape(f"method='{method}', autodiff="
+                                                        f"'forward'): {method} applies a "
+                                                        "non-linearity")):
+        gf.cam(case.model, case.layer, case.inputs[0], 1, method=method, autodiff="forward")
+    gf.cam(case.model, case.layer, case.inputs[0], targets=list(range(5)) * 40,
+           method=method)  # "auto" takes reverse mode
+
+
+def test_auto_compares_directions_with_targets():
+    model = ZOO["plain_cnn"](torch.float64).model
+    shape = (8, 256, 14, 14)
+    assert directions_needed("gradcam", shape, True, False) == 256
+    assert directions_needed("hirescam", shape, True, False) == 196
+    assert directions_needed("hirescam", shape, False, True) == 8 * 256 * 196
+    assert choose_mode("auto", "gradcam", 1000, shape, True, model, True, "c") == "forward"
+    assert choose_mode("auto", "gradcam", 100, shape, True, model, True, "c") == "reverse"
+    assert choose_mode("auto", "hirescam", 1000, shape, True, model, True, "c") == "forward"
+    assert choose_mode("auto", "gradcam", 1000, shape, True, model, False, "c") == "reverse"
+    with pytest.raises(gf.GradCamError, match=r"autodiff='sideways'\): expected 'auto', "
+                                              r"'reverse' or 'forward'"):
+        choose_mode("sideways", "gradcam", 10, shape, True, model, True, "c")
