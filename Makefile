@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics]'
 	touch $@
 
-.PHONY: test demo bench
+.PHONY: test demo bench wheel-check
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -19,3 +19,14 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/multi_target.py
+
+# The sdist and wheel from the standard front end, then the wheel alone (no extras) in a
+# fresh virtual environment: the core must work there and each extra must be named.
+wheel-check: $(VENV)/.installed
+	rm -rf dist build/wheel-venv
+	$(PY) -m pip install -q build
+	$(PY) -m build -q --outdir dist .
+	python3 -m venv build/wheel-venv
+	build/wheel-venv/bin/pip install -q torch==2.13.0
+	build/wheel-venv/bin/pip install -q dist/*.whl
+	build/wheel-venv/bin/python .ci/wheel_smoke.py

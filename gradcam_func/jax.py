@@ -10,8 +10,14 @@ give (K, B, 1, *S). JAX convolutions are usually channels-last, (B, *S, C): pass
 ``channel_axis=-1`` and the CAM comes back channels-last too, (B, *S, 1).
 """
 
-import jax
-import jax.numpy as jnp
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError as error:
+    raise ImportError(
+        "gradcam_func.jax needs JAX: pip install 'gradcam_func[jax]' (or 'gradcam_func[flax]' "
+        "for Flax models)."
+    ) from error
 import numpy as np
 
 from . import ops

@@ -66,11 +66,7 @@ def save_grid(images, cams, path, titles=None, *, image_titles=None, cmap="jet",
     (K, N, h, w), as ``grad_cam(..., targets=...)`` returns them; titles: optional
     N rows of K strings; image_titles: optional N strings. Returns the path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot("save_grid")
     k, n = cams.shape[:2]
     if len(images) != n:
         raise GradCamError(
@@ -94,9 +90,15 @@ def save_grid(images, cams, path, titles=None, *, image_titles=None, cmap="jet",
     return path
 
 
-def _figure():
-    import matplotlib
-
+def _pyplot(call):
+    """matplotlib.pyplot on the file-only Agg backend, or an ImportError naming the extra."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            f"gradcam_func.viz.{call} draws with matplotlib; install it with "
+            "pip install 'gradcam_func[viz]' (or pip install matplotlib)."
+        ) from error
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
@@ -114,7 +116,7 @@ def save_signal(signal, cam, path, *, title=None, cmap="jet"):
 
     signal: (C, T) or (T,); cam: (1, t) or (t,).
     """
-    plt = _figure()
+    plt = _pyplot("save_signal")
     signal = _numpy(signal)
     signal = signal[None] if signal.ndim == 1 else signal
     cam = torch.as_tensor(_numpy(cam)).reshape(1, 1, -1)
@@ -142,7 +144,7 @@ def save_volume(volume, cam, path, *, axis=0, slices=8, cmap="jet", alpha=0.5):
     volume: (D, H, W) (or (1, D, H, W)); cam: (1, d, h, w) or (d, h, w), upsampled
     (trilinearly) to the volume first. ``slices`` evenly spaced slices are drawn.
     """
-    plt = _figure()
+    plt = _pyplot("save_volume")
     volume = _numpy(volume)
     volume = volume[0] if volume.ndim == 4 else volume
     if volume.ndim != 3:
@@ -171,7 +173,7 @@ def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
     frames: (T, 3, H, W) or (3, T, H, W) as a video model takes one clip; cams:
     (1, t, h, w) or (t, h, w), upsampled (trilinearly) to the clip first.
     """
-    plt = _figure()
+    plt = _pyplot("save_video")
     frames = _numpy(frames)
     if frames.ndim == 4 and frames.shape[0] in (1, 3) and frames.shape[1] not in (1, 3):
         frames = frames.transpose(1, 0, 2, 3)  # (C, T, H, W) -> (T, C, H, W)

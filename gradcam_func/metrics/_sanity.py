@@ -31,7 +31,7 @@ def _torchmetrics(call):
     try:
         from torchmetrics.functional import image, regression
     except ImportError as error:
-        raise GradCamError(
+        raise ImportError(
             f"{call}: the rank correlation and SSIM come from torchmetrics; install it "
             "with pip install 'gradcam_func[metrics]' (or pip install torchmetrics)."
         ) from error
