@@ -81,17 +81,27 @@ def choose_mode(autodiff, method, k, shape, sum_channels, model, forward_ok, cal
     return "forward" if directions * JVP_PER_VJP < k else "reverse"
 
 
-def _score_tangents(target_scores, output, tensors, tangents):
-    """(K, B) tangents of the targets' scores, given the output tensors' tangents."""
+def _callable_tangents(target_scores, output, tensors, tangents):
+    """(k, B) tangents of the callable targets' scores (k may be 0), given the output
+    tensors' tangents."""
     _, others, tree = flatten(output)
-    rows = []
-    for target, selector in zip(target_scores.targets, target_scores.selectors):
-        if selector is None:
-            rows.append(torch.func.jvp(lambda *ts: target(unflatten(tree, ts, others)),
-                                       tuple(tensors), tuple(tangents))[1])
-        else:
-            rows.append((tangents[0] * selector.to(tangents[0].dtype)).flatten(1).sum(1))
-    return torch.stack(rows)
+    rows = [torch.func.jvp(lambda *ts: target(unflatten(tree, ts, others)),
+                           tuple(tensors), tuple(tangents))[1]
+            for target, selector in zip(target_scores.targets, target_scores.selectors)
+            if selector is None]
+    return torch.stack(rows) if rows else tangents[0].new_zeros(0, tangents[0].shape[0])
+
+
+def _jacobian(target_scores, callable_rows, first):
+    """(count, K, B): every target's row, in order, from the callable targets' rows
+    (count, k, B) and the first output Tensor's tangents (count, B, M), read by the
+    index targets' one-hot selectors in one contraction (no (count, K, B, M) product)."""
+    selectors = [s.flatten(1) for s in target_scores.selectors if s is not None]
+    indexed = iter(torch.einsum("kbm,nbm->kbn", torch.stack(selectors).to(first.dtype),
+                                first).permute(2, 0, 1).unbind(1)) if selectors else None
+    called = iter(callable_rows.unbind(1))
+    return torch.stack([next(called) if s is None else next(indexed)
+                        for s in target_scores.selectors], 1)
 
 
 def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_channels,
@@ -126,11 +136,13 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
         return tangent.reshape(acts.shape)
 
     def derivative(index):
-        return _score_tangents(target_scores, output, tensors,
-                               jvp(((direction(index),),)))  # (K, B)
+        tangents = jvp(((direction(index),),))
+        return (_callable_tangents(target_scores, output, tensors, tangents),
+                tangents[0].flatten(1))  # (k callables, B), (B, M)
 
     indices = torch.arange(count, device=acts.device)
-    jacobian = torch.func.vmap(derivative, chunk_size=chunk_size)(indices)  # (count, K, B)
+    callable_rows, first = torch.func.vmap(derivative, chunk_size=chunk_size)(indices)
+    jacobian = _jacobian(target_scores, callable_rows, first)  # (count, K, B)
     k = jacobian.shape[1]
     if coupled:  # rows (example b', unit): the derivative of sum_b s_b, as reverse mode
         jacobian = jacobian.reshape(batch, units, k, batch).sum(-1)  # (B, units, K)
@@ -140,8 +152,9 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
     if per_channel:
         weights = jacobian / positions if method == "gradcam" else \
             jacobian / (flat.sum(-1) + 1e-7)
-        maps = weights[..., None] * flat  # (K, B, C, P)
-        maps = maps.sum(2, keepdim=True) if sum_channels else maps
+        # summed over channels without the (K, B, C, P) product: K times the activation
+        maps = torch.einsum("kbc,bcp->kbp", weights, flat)[:, :, None] if sum_channels \
+            else weights[..., None] * flat  # (K, B, 1, P) or (K, B, C, P)
     elif sum_channels:
         maps = jacobian[:, :, None, :]  # (K, B, 1, P)
     else:

@@ -32,8 +32,8 @@ def test_forward_equals_reverse_for_every_target_form(name, method, sum_channels
     case = ZOO[name](torch.float64)
     x = case.inputs if len(case.inputs) > 1 else case.inputs[0]
     batch = case.inputs[0].shape[0]
-    targets = [0, (2,), torch.tensor(1), [1] * batch, torch.tensor([2] * batch),
-               lambda out: out[:, 2] - out[:, 0], lambda out: out.softmax(1)[:, 1]]
+    targets = [0, lambda out: out[:, 2] - out[:, 0], (2,), torch.tensor(1), [1] * batch,
+               torch.tensor([2] * batch), lambda out: out.softmax(1)[:, 1]]  # interleaved
     forward, reverse = both(case.model, case.layer, x, method, targets=targets,
                             sum_channels=sum_channels, relu=True,
                             additional_forward_args=case.args or None)
