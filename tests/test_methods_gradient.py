@@ -9,7 +9,7 @@ from hypothesis import assume, given, strategies as st
 import gradcam_func as gf
 from gradcam_func import methods
 from conftest import assert_arrays_close, assert_close
-from test_ops import layer_arrays
+from gradcam_func.testing.strategies import activations_and_gradients
 from zoo import ZOO
 
 
@@ -59,7 +59,7 @@ GRADIENT = ["gradcam++", "xgradcam", "hirescam", "layercam", "gradcam_elementwis
 
 
 @pytest.mark.parametrize("method", GRADIENT)
-@given(pair=layer_arrays(min_spatial=1))
+@given(pair=activations_and_gradients(min_spatial=1))
 def test_each_method_matches_its_formula(method, pair):
     acts, grads = pair
     if method == "xgradcam":  # keep the denominator away from zero
@@ -99,7 +99,7 @@ def test_eigencam_of_a_rank_one_activation_is_its_spatial_pattern():
     assert_close(methods.eigencam_from(-acts), -cam)  # the rule, not the SVD, sets signs
 
 
-@given(layer_arrays(min_spatial=1))
+@given(activations_and_gradients(min_spatial=1))
 def test_hirescam_equals_gradcam_for_spatially_constant_gradients(pair):
     acts, grads = pair
     constant = np.broadcast_to(grads.mean(axis=tuple(range(2, grads.ndim)), keepdims=True),
@@ -108,13 +108,13 @@ def test_hirescam_equals_gradcam_for_spatially_constant_gradients(pair):
                         gf.ops.grad_cam_from(acts, constant))
 
 
-@given(layer_arrays(min_spatial=1))
+@given(activations_and_gradients(min_spatial=1))
 def test_layercam_is_non_negative_for_non_negative_activations(pair):
     acts, grads = pair
     assert (methods.layercam_from(np.abs(acts), grads) >= 0).all()
 
 
-@given(layer_arrays(min_spatial=1), st.floats(0.1, 3))
+@given(activations_and_gradients(min_spatial=1), st.floats(0.1, 3))
 def test_gradcam_pp_is_a_positive_channel_rescaling_of_gradcam(pair, level):
     """Spatially constant positive gradients g: alpha = 1 / (2 + sum(A) g), so the
     Grad-CAM++ weight is n * g / (2 + sum(A) g) = Grad-CAM's g times n / (2 + sum(A) g)."""

@@ -7,17 +7,9 @@ from hypothesis.extra.numpy import arrays
 
 from conftest import assert_arrays_close
 from gradcam_func import ops
+from gradcam_func.testing.strategies import activations_and_gradients
 
 FLOATS = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
-
-
-@st.composite
-def layer_arrays(draw, min_spatial=0):
-    """A pair (acts, grads) of float64 arrays of one shape (B, C, *S)."""
-    spatial = draw(st.lists(st.integers(1, 4), min_size=min_spatial, max_size=3))
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), *spatial)
-    return draw(arrays(np.float64, shape, elements=FLOATS)), \
-        draw(arrays(np.float64, shape, elements=FLOATS))
 
 
 def reference_grad_cam(acts, grads, relu=False, sum_channels=True):
@@ -34,14 +26,14 @@ def reference_grad_cam(acts, grads, relu=False, sum_channels=True):
 
 
 
-@given(layer_arrays(), st.booleans(), st.booleans())
+@given(activations_and_gradients(), st.booleans(), st.booleans())
 def test_grad_cam_from_equals_a_loop_formula(pair, relu, sum_channels):
     acts, grads = pair
     assert_arrays_close(ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels),
           reference_grad_cam(acts, grads, relu, sum_channels))
 
 
-@given(layer_arrays(), st.booleans(), st.booleans())
+@given(activations_and_gradients(), st.booleans(), st.booleans())
 def test_torch_and_numpy_agree(pair, relu, sum_channels):
     acts, grads = pair
     got = ops.grad_cam_from(torch.from_numpy(acts), torch.from_numpy(grads),
@@ -64,7 +56,7 @@ def test_pooling_leaves_rank_two_unchanged(grads):
     assert ops.pool_gradients(grads) is grads
 
 
-@given(layer_arrays(), FLOATS, FLOATS)
+@given(activations_and_gradients(), FLOATS, FLOATS)
 def test_linear_in_gradients(pair, a, b):
     acts, grads = pair
     other = np.roll(grads, 1)
@@ -72,7 +64,7 @@ def test_linear_in_gradients(pair, a, b):
           a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(acts, other))
 
 
-@given(layer_arrays(), FLOATS, FLOATS)
+@given(activations_and_gradients(), FLOATS, FLOATS)
 def test_linear_in_activations(pair, a, b):
     acts, grads = pair
     other = np.roll(acts, 1)
@@ -80,7 +72,7 @@ def test_linear_in_activations(pair, a, b):
           a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(other, grads))
 
 
-@given(layer_arrays(), st.randoms(use_true_random=False))
+@given(activations_and_gradients(), st.randoms(use_true_random=False))
 def test_invariant_under_a_channel_permutation(pair, rng):
     acts, grads = pair
     order = list(range(acts.shape[1]))
@@ -88,7 +80,7 @@ def test_invariant_under_a_channel_permutation(pair, rng):
     assert_arrays_close(ops.grad_cam_from(acts[:, order], grads[:, order]), ops.grad_cam_from(acts, grads))
 
 
-@given(layer_arrays(min_spatial=1), st.data())
+@given(activations_and_gradients(min_spatial=1), st.data())
 def test_equivariant_under_a_spatial_flip(pair, data):
     acts, grads = pair
     axis = data.draw(st.integers(2, acts.ndim - 1))
@@ -96,7 +88,7 @@ def test_equivariant_under_a_spatial_flip(pair, data):
           np.flip(ops.grad_cam_from(acts, grads), axis))
 
 
-@given(layer_arrays())
+@given(activations_and_gradients())
 def test_unsummed_channels_sum_to_the_summed_cam(pair):
     acts, grads = pair
     assert_arrays_close(ops.grad_cam_from(acts, grads, sum_channels=False).sum(axis=1, keepdims=True),
@@ -119,7 +111,7 @@ def test_relu_gradient_matches_torch_including_zero():
     assert ours[1] == 0
 
 
-@given(layer_arrays())
+@given(activations_and_gradients())
 def test_ops_run_under_torch_vmap(pair):
     acts, grads = (torch.from_numpy(a) for a in pair)
     mapped = torch.func.vmap(lambda a, g: ops.grad_cam_from(a[None], g[None])[0])(acts, grads)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 
 from conftest import assert_arrays_close
 from gradcam_func import ops
-from test_ops import layer_arrays, reference_grad_cam
+from gradcam_func.testing.strategies import activations_and_gradients
+from test_ops import reference_grad_cam
 
 
 
@@ -25,7 +26,7 @@ FEW = settings(max_examples=8)
 
 
 @FEW
-@given(layer_arrays())
+@given(activations_and_gradients())
 def test_jax_arrays_give_numpys_numbers(pair):
     acts, grads = pair
     got = ops.grad_cam_from(jnp.asarray(acts), jnp.asarray(grads), relu=True)
@@ -35,7 +36,7 @@ def test_jax_arrays_give_numpys_numbers(pair):
 
 
 @FEW
-@given(layer_arrays())
+@given(activations_and_gradients())
 def test_under_jit(pair):
     acts, grads = (jnp.asarray(a) for a in pair)
     jitted = jax.jit(lambda a, g: ops.grad_cam_from(a, g, sum_channels=False))
@@ -43,7 +44,7 @@ def test_under_jit(pair):
 
 
 @FEW
-@given(layer_arrays())
+@given(activations_and_gradients())
 def test_under_vmap(pair):
     acts, grads = (jnp.asarray(a) for a in pair)
     mapped = jax.vmap(lambda a, g: ops.grad_cam_from(a[None], g[None])[0])(acts, grads)
@@ -51,7 +52,7 @@ def test_under_vmap(pair):
 
 
 @FEW
-@given(layer_arrays(min_spatial=1))
+@given(activations_and_gradients(min_spatial=1))
 def test_under_grad(pair):
     acts, grads = pair
     # d/d acts of sum(grad_cam_from(acts, grads)) is the pooled gradient, broadcast

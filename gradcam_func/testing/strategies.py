@@ -2,7 +2,8 @@
 
 Named as ``hypothesis.extra.numpy`` names them, for what they draw: ``models()`` a
 ``families.Case``, ``inputs_for(case)`` a batch, ``targets_for(classes, batch)`` one
-target of any form ``grad_cam`` accepts, ``target_lists`` a ``targets=`` list. Random
+target of any form ``grad_cam`` accepts, ``target_lists`` a ``targets=`` list, and
+``activations_and_gradients()`` NumPy arrays for the pure ops (``gradcam_func.ops``). Random
 weights and values come from seeds that hypothesis draws, so a failure shrinks (to a
 smaller model, batch and seed) and replays.
 
@@ -16,19 +17,22 @@ smaller model, batch and seed) and replays.
 
 try:
     from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
 except ImportError as error:  # pragma: no cover - checked in a subprocess test
     raise ImportError(
         "gradcam_func.testing.strategies needs hypothesis: pip install "
         "'gradcam_func[test]' (or pip install hypothesis)."
     ) from error
 
+import numpy as np
 import torch
 
 from .._targets import TopK
 from .families import FAMILIES
 
 __all__ = ["seeds", "models", "layers_of", "inputs_for", "targets_for", "target_lists",
-           "top_ks", "explanation_problems", "Score", "Contrast", "Probability"]
+           "top_ks", "explanation_problems", "activations_and_gradients", "Score",
+           "Contrast", "Probability"]
 
 
 def seeds():
@@ -154,3 +158,15 @@ class _WithArgs(torch.nn.Module):
 
     def forward(self, *inputs):
         return self.model(*inputs, *self.extra_args)
+
+
+@st.composite
+def activations_and_gradients(draw, min_spatial=0, max_spatial=3):
+    """A layer's activations and a score's gradients at them: two float64 NumPy arrays
+    of one shape (B, C, *S), B in 1..3, C in 1..4, each spatial side in 1..4, values in
+    [-10, 10]. Convert with ``torch.from_numpy`` or ``jnp.asarray`` for other backends."""
+    values = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
+    spatial = draw(st.lists(st.integers(1, 4), min_size=min_spatial, max_size=max_spatial))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), *spatial)
+    return (draw(arrays(np.float64, shape, elements=values)),
+            draw(arrays(np.float64, shape, elements=values)))
