@@ -10,7 +10,7 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 import gradcam_func as gf
-from conftest import assert_close, assert_matches
+from conftest import assert_close, assert_matches, assert_not_zero
 from gradcam_func import targets as gt
 from hf_models import ARCHS, build
 
@@ -259,3 +259,17 @@ def test_pictures_of_signals_volumes_and_videos(tmp_path):
         assert picture.ndim == 3 and picture[..., :3].std() > 0.02, name
     from PIL import Image
     assert Image.open(tmp_path / "v.gif").n_frames == 4
+
+
+def test_deits_two_prefix_tokens_are_inferred():
+    torch.manual_seed(0)
+    deit = hf.DeiTForImageClassificationWithTeacher(hf.DeiTConfig(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    score = lambda out: out.logits[:, 1]  # noqa: E731
+    layer = "deit.layers.0"
+    explicit = gf.cam(deit, layer, x, score, channel_axis=-1, token_grid=(4, 4),
+                      prefix_tokens=2)  # the class and the distillation token
+    assert_not_zero(explicit)
+    assert_close(gf.cam(deit, layer, x, score, token_grid="auto"), explicit)
