@@ -149,7 +149,7 @@ def memory_table(configs):
 def measure_peak(model_name, layer, batch, k, method, chunk):
     model, x = setup(model_name, int(batch))
     fn = method_fn(method, model, layer, x, int(k), None if chunk == "None" else int(chunk))
-    gf.grad_cam(model, layer, x[:1], 0)  # warm the shape cache outside the measurement
+    gf.grad_cam(model, layer, x, 0)  # warm the shape cache (the measured shapes) outside it
     report_peak(fn)
 
 
