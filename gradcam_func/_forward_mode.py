@@ -30,13 +30,15 @@ from ._checks import GradCamError
 from ._outputs import flatten, unflatten
 from .ops import relu as _relu
 
-__all__ = ["FORWARD_METHODS", "choose_mode", "forward_cams", "directions_needed"]
+__all__ = ["FORWARD_METHODS", "choose_mode", "forward_cams", "directions_needed",
+           "forward_is_cheaper"]
 
 FORWARD_METHODS = ("gradcam", "xgradcam", "hirescam")
 
 # One jvp through the part after the layer costs about this share of one pullback (a
 # vjp replays the forward's saved graph backwards; measured on ResNets, see
-# docs/performance.md). "auto" takes forward mode when directions x this < targets.
+# docs/performance.md). "auto" considers forward mode only when directions x this <
+# targets, then weighs it with the forward's re-runs (``forward_is_cheaper``).
 JVP_PER_VJP = 0.75
 
 
@@ -48,6 +50,16 @@ def directions_needed(method, shape, sum_channels, coupled):
     else:
         count = channels
     return count * (batch if coupled else 1)
+
+
+def forward_is_cheaper(directions, chunk_size, k, forward_seconds, pullback_seconds):
+    """Whether forward mode's estimated time beats reverse mode's, from the seconds the
+    call's forward and one pullback took: reverse mode pulls back K targets; forward
+    mode runs the whole model once per chunk of directions (the part before the layer
+    has no tangent but runs again) and each direction costs ``JVP_PER_VJP`` pullbacks."""
+    chunks = math.ceil(directions / (chunk_size or directions))
+    forward = directions * JVP_PER_VJP * pullback_seconds + chunks * forward_seconds
+    return forward < k * pullback_seconds
 
 
 def _coupled(model):

@@ -2,6 +2,7 @@
 
 import functools
 import math
+import time
 import warnings
 
 import torch
@@ -67,14 +68,16 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
     """
     check_one_of(target, targets, call)
     with _eager_no_grad():
+        start = time.perf_counter()
         parts = split(
             model, layer, inputs, additional_forward_args=additional_forward_args,
             params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
         )
+        forward_seconds = time.perf_counter() - start
         output, _, acts, pullback, finish, _ = parts
         if forward is not None:
             result = forward_mode(parts, forward, model, layer, inputs, target, targets,
-                                  chunk_size, call)
+                                  chunk_size, call, forward_seconds)
             if result is not None:
                 finish()
                 return result
@@ -93,9 +96,13 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
     return cams if classes is None else (cams, classes)
 
 
-def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size, call):
-    """The result by forward mode when ``spec`` and the call choose it, else None."""
-    from ._forward_mode import _coupled, choose_mode, forward_cams
+def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size, call,
+                 forward_seconds):
+    """The result by forward mode when ``spec`` and the call choose it, else None.
+
+    forward_seconds: what the call's forward took, for "auto"'s estimate."""
+    from ._forward_mode import (_coupled, choose_mode, directions_needed, forward_cams,
+                                forward_is_cheaper)
     from ._scores import TargetScores
     from .methods import METHODS
 
@@ -124,14 +131,20 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
     count = shape[1] if method != "hirescam" else math.prod(shape[2:])
     if chunk_size == "auto":
         chunk_size = default_chunk_size(count, batch, numel)
-    cams = forward_cams(method, acts[0][0], jvp, scores, output, tensors,
-                        sum_channels=sum_channels, relu=relu, coupled=coupled,
-                        chunk_size=chunk_size)
-    if not coupled and not transformed:  # examples assumed independent: checked once
+    if not transformed:  # the first target in reverse mode: timed, and a check below
+        start = time.perf_counter()
         (cotangent,) = cotangents(output, scores.targets[:1], batch, call)
         grads = pullback((cotangent[0],))[0][0]
         reverse = METHODS[method].compute(acts[0][0], grads, relu=relu,
                                           sum_channels=sum_channels)
+        directions = directions_needed(method, shape, sum_channels, coupled)
+        if autodiff == "auto" and not forward_is_cheaper(
+                directions, chunk_size, k, forward_seconds, time.perf_counter() - start):
+            return None
+    cams = forward_cams(method, acts[0][0], jvp, scores, output, tensors,
+                        sum_channels=sum_channels, relu=relu, coupled=coupled,
+                        chunk_size=chunk_size)
+    if not coupled and not transformed:  # examples assumed independent: checked once
         scale = reverse.abs().max().clamp_min(1e-30)
         if not torch.allclose(cams[0], reverse, rtol=1e-3, atol=1e-4 * float(scale)):
             if autodiff == "forward":

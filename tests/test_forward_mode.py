@@ -11,7 +11,7 @@ from torch import nn
 
 import gradcam_func as gf
 from conftest import FINITE_DIFFERENCES, assert_close, assert_matches
-from gradcam_func._forward_mode import choose_mode, directions_needed
+from gradcam_func._forward_mode import choose_mode, directions_needed, forward_is_cheaper
 from layer_inputs import CASES
 from zoo import ZOO
 
@@ -159,3 +159,21 @@ def test_auto_compares_directions_with_targets():
     with pytest.raises(gf.GradCamError, match=r"autodiff='sideways'\): expected 'auto', "
                                               r"'reverse' or 'forward'"):
         choose_mode("sideways", "gradcam", 10, shape, True, model, True, "c")
+
+
+def test_auto_weighs_the_forward_rerun_per_chunk_against_k_pullbacks():
+    # ResNet-18 layer3-like: a pullback through the head costs 30 ms, the whole forward
+    # 0.35 s; 256 directions in chunks of 10 cost 256 * 0.75 * 0.03 + 26 * 0.35 = 14.9 s
+    assert forward_is_cheaper(256, 10, 1000, 0.35, 0.03)          # against 30 s
+    assert not forward_is_cheaper(256, 10, 400, 0.35, 0.03)       # against 12 s
+    # layer4-like: the head is only the classifier, so 1000 pullbacks cost 1 s
+    assert not forward_is_cheaper(512, 20, 1000, 0.35, 0.001)
+    # all directions in one chunk: one extra forward
+    assert forward_is_cheaper(512, None, 1000, 0.35, 0.001)       # 0.73 s against 1 s
+
+
+def test_auto_and_forward_give_the_same_maps_whichever_mode_auto_takes():
+    case = ZOO["residual"](torch.float64)
+    x = case.inputs[0]
+    forced = gf.grad_cam(case.model, case.layer, x, targets="all", autodiff="forward")
+    assert_matches(gf.grad_cam(case.model, case.layer, x, targets="all"), forced)
