@@ -52,14 +52,17 @@ def directions_needed(method, shape, sum_channels, coupled):
     return count * (batch if coupled else 1)
 
 
-def forward_is_cheaper(directions, chunk_size, k, forward_seconds, pullback_seconds):
+def forward_is_cheaper(directions, chunk_size, k, forward_seconds, chunk_seconds,
+                       chunk_targets):
     """Whether forward mode's estimated time beats reverse mode's, from the seconds the
-    call's forward and one pullback took: reverse mode pulls back K targets; forward
-    mode runs the whole model once per chunk of directions (the part before the layer
-    has no tangent but runs again) and each direction costs ``JVP_PER_VJP`` pullbacks."""
+    call's forward took and the seconds one chunk of ``chunk_targets`` vmapped
+    pullbacks took: reverse mode runs ceil(K / chunk_targets) such chunks; forward mode
+    runs the whole model once per chunk of directions (the part before the layer has
+    no tangent but runs again) and each direction costs ``JVP_PER_VJP`` pullbacks."""
     chunks = math.ceil(directions / (chunk_size or directions))
-    forward = directions * JVP_PER_VJP * pullback_seconds + chunks * forward_seconds
-    return forward < k * pullback_seconds
+    per_pullback = chunk_seconds / chunk_targets
+    forward = directions * JVP_PER_VJP * per_pullback + chunks * forward_seconds
+    return forward < math.ceil(k / chunk_targets) * chunk_seconds
 
 
 def _coupled(model):

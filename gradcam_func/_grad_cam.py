@@ -129,17 +129,23 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
     coupled = _coupled(model)
     numel = acts[0][0].numel() // batch
     count = shape[1] if method != "hirescam" else math.prod(shape[2:])
+    reverse_chunk = default_chunk_size(k, batch, numel) if chunk_size == "auto" \
+        else chunk_size or k
     if chunk_size == "auto":
         chunk_size = default_chunk_size(count, batch, numel)
-    if not transformed:  # the first target in reverse mode: timed, and a check below
+    if not transformed:
+        # The first chunk of targets in reverse mode, one vmapped pullback as reverse
+        # mode would run it: timed for "auto", and its first map checks forward mode's.
+        probe = scores.targets[:reverse_chunk if autodiff == "auto" else 1]
         start = time.perf_counter()
-        (cotangent,) = cotangents(output, scores.targets[:1], batch, call)
-        grads = pullback((cotangent[0],))[0][0]
+        stacked = cotangents(output, probe, batch, call)
+        grads = torch.func.vmap(lambda cots: pullback(cots)[0][0])(stacked)[0]
         reverse = METHODS[method].compute(acts[0][0], grads, relu=relu,
                                           sum_channels=sum_channels)
+        chunk_seconds = time.perf_counter() - start
         directions = directions_needed(method, shape, sum_channels, coupled)
         if autodiff == "auto" and not forward_is_cheaper(
-                directions, chunk_size, k, forward_seconds, time.perf_counter() - start):
+                directions, chunk_size, k, forward_seconds, chunk_seconds, len(probe)):
             return None
     cams = forward_cams(method, acts[0][0], jvp, scores, output, tensors,
                         sum_channels=sum_channels, relu=relu, coupled=coupled,

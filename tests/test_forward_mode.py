@@ -162,14 +162,15 @@ def test_auto_compares_directions_with_targets():
 
 
 def test_auto_weighs_the_forward_rerun_per_chunk_against_k_pullbacks():
-    # ResNet-18 layer3-like: a pullback through the head costs 30 ms, the whole forward
-    # 0.35 s; 256 directions in chunks of 10 cost 256 * 0.75 * 0.03 + 26 * 0.35 = 14.9 s
-    assert forward_is_cheaper(256, 10, 1000, 0.35, 0.03)          # against 30 s
-    assert not forward_is_cheaper(256, 10, 400, 0.35, 0.03)       # against 12 s
-    # layer4-like: the head is only the classifier, so 1000 pullbacks cost 1 s
-    assert not forward_is_cheaper(512, 20, 1000, 0.35, 0.001)
-    # all directions in one chunk: one extra forward
-    assert forward_is_cheaper(512, None, 1000, 0.35, 0.001)       # 0.73 s against 1 s
+    # ResNet-18 layer3-like: a chunk of 10 pullbacks through the head costs 0.3 s, the
+    # whole forward 0.35 s; 256 directions in chunks of 10 cost 256 * 0.75 * 0.03 +
+    # 26 * 0.35 = 14.9 s
+    assert forward_is_cheaper(256, 10, 1000, 0.35, 0.3, 10)       # against 30 s
+    assert not forward_is_cheaper(256, 10, 400, 0.35, 0.3, 10)    # against 12 s
+    # layer4-like: the head is only the classifier, 50 chunks of 20 cost 1 s
+    assert not forward_is_cheaper(512, 20, 1000, 0.35, 0.02, 20)
+    # all directions in one chunk: one extra forward, 0.73 s against 1 s
+    assert forward_is_cheaper(512, None, 1000, 0.35, 0.02, 20)
 
 
 def test_auto_and_forward_give_the_same_maps_whichever_mode_auto_takes():
