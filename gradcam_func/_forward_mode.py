@@ -27,6 +27,7 @@ import math
 import torch
 
 from ._checks import GradCamError
+from ._grad_cam import vmap_quietly
 from ._outputs import flatten, unflatten
 from .ops import relu as _relu
 
@@ -156,7 +157,7 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
                 tangents[0].flatten(1))  # (k callables, B), (B, M)
 
     indices = torch.arange(count, device=acts.device)
-    callable_rows, first = torch.func.vmap(derivative, chunk_size=chunk_size)(indices)
+    callable_rows, first = vmap_quietly(derivative, chunk_size)(indices)
     jacobian = _jacobian(target_scores, callable_rows, first)  # (count, K, B)
     k = jacobian.shape[1]
     if coupled:  # rows (example b', unit): the derivative of sum_b s_b, as reverse mode

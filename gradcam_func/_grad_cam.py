@@ -139,7 +139,7 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
         probe = scores.targets[:reverse_chunk if autodiff == "auto" else 1]
         start = time.perf_counter()
         stacked = cotangents(output, probe, batch, call)
-        grads = torch.func.vmap(lambda cots: pullback(cots)[0][0])(stacked)[0]
+        grads = vmap_quietly(lambda cots: pullback(cots)[0][0])(stacked)[0]
         reverse = METHODS[method].compute(acts[0][0], grads, relu=relu,
                                           sum_channels=sum_channels)
         chunk_seconds = time.perf_counter() - start
@@ -214,12 +214,20 @@ def over_targets(fn, output, batch, target, targets, chunk_size, call, numel_per
     stacked = cotangents(output, targets, batch, call)
     if chunk_size == "auto":
         chunk_size = default_chunk_size(len(stacked[0]), batch, numel_per_example)
-    with warnings.catch_warnings():
-        # Ops without a batching rule (the CPU flash-attention backward among them) run
-        # one target at a time inside vmap; torch warns of it on every call, but the
-        # loop it falls back to is what the user would write: nothing to act on.
-        warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE, category=UserWarning)
-        return torch.func.vmap(fn, chunk_size=chunk_size)(stacked), classes
+    return vmap_quietly(fn, chunk_size)(stacked), classes
 
 
 _NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented"
+
+
+def vmap_quietly(fn, chunk_size=None):
+    """``torch.func.vmap(fn, chunk_size=...)`` without torch's warning for ops that have
+    no batching rule (the CPU flash-attention backward, the fused transformer encoder
+    layer): they run one item at a time inside vmap, which is the loop the user would
+    write, so the warning, repeated on every call, gives them nothing to act on."""
+    def run(*args):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE,
+                                    category=UserWarning)
+            return torch.func.vmap(fn, chunk_size=chunk_size)(*args)
+    return run

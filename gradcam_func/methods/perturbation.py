@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import GradCamError
+from .._grad_cam import vmap_quietly
 from .._interpolate import interpolate
 from ..ops import normalize
 
@@ -125,7 +126,7 @@ def ablation_weights(head, acts, channel_axis, clean, *, convention, batch_size)
         chosen = (torch.arange(channels, device=acts.device) == channel).view(shape)
         return head(torch.where(chosen, value, acts))
 
-    ablated = torch.func.vmap(ablated_scores, chunk_size=batch_size)(
+    ablated = vmap_quietly(ablated_scores, chunk_size=batch_size)(
         torch.arange(channels, device=acts.device))  # (C, K, B)
     ablated = ablated.permute(1, 2, 0)
     clean = clean[..., None]
