@@ -133,10 +133,12 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
         else chunk_size or k
     if chunk_size == "auto":
         chunk_size = default_chunk_size(count, batch, numel)
-    if not transformed:
+    timed = autodiff == "auto"  # (under a transform "auto" returned above)
+    checked = not coupled and not transformed  # examples assumed independent: checked
+    if timed or checked:
         # The first chunk of targets in reverse mode, one vmapped pullback as reverse
         # mode would run it: timed for "auto", and its first map checks forward mode's.
-        probe = scores.targets[:reverse_chunk if autodiff == "auto" else 1]
+        probe = scores.targets[:reverse_chunk if timed else 1]
         start = time.perf_counter()
         stacked = cotangents(output, probe, batch, call)
         grads = vmap_quietly(lambda cots: pullback(cots)[0][0])(stacked)[0]
@@ -144,13 +146,13 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
                                           sum_channels=sum_channels)
         chunk_seconds = time.perf_counter() - start
         directions = directions_needed(method, shape, sum_channels, coupled)
-        if autodiff == "auto" and not forward_is_cheaper(
+        if timed and not forward_is_cheaper(
                 directions, chunk_size, k, forward_seconds, chunk_seconds, len(probe)):
             return None
     cams = forward_cams(method, acts[0][0], jvp, scores, output, tensors,
                         sum_channels=sum_channels, relu=relu, coupled=coupled,
                         chunk_size=chunk_size)
-    if not coupled and not transformed:  # examples assumed independent: checked once
+    if checked:
         scale = reverse.abs().max().clamp_min(1e-30)
         if not torch.allclose(cams[0], reverse, rtol=1e-3, atol=1e-4 * float(scale)):
             if autodiff == "forward":
