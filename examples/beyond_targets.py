@@ -18,36 +18,30 @@ from torch import nn
 
 import gradcam_func as gf
 from gradcam_func import targets as gt
-from gradcam_func._demo import baselines
+from gradcam_func._demo import ShapesNet, baselines
 from gradcam_func._shapes import CLASSES, make_shapes
 from gradcam_func.targets import _cxcywh_to_xyxy
 
 SIZE = 40
 
 
-class MultiTask(nn.Module):
-    """(B, 3, 40, 40) -> a dict: ``logits`` (B, 1, classes + 1) and ``pred_boxes``
-    (B, 1, 4) as DETR returns them for one query, ``segmentation`` (B, classes + 1, 40,
-    40) with class 0 the background, and ``embedding`` (B, 64)."""
+class MultiTask(ShapesNet):
+    """The demo's CNN with more heads: (B, 3, 40, 40) -> a dict: ``logits`` (B, 1,
+    classes + 1) and ``pred_boxes`` (B, 1, 4) as DETR returns them for one query,
+    ``segmentation`` (B, classes + 1, 40, 40) with class 0 the background, and
+    ``embedding`` (B, 64)."""
 
     def __init__(self, classes=len(CLASSES)):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.conv3, self.bn3 = nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64)
-        self.pool = nn.MaxPool2d(2)
-        self.classify = nn.Linear(64, classes + 1)
+        super().__init__(classes + 1)  # fc: the classifier, with a "no object" class
         self.box = nn.Sequential(nn.Conv2d(64, 8, 1), nn.Flatten(), nn.Linear(8 * 100, 4))
         self.segment = nn.Conv2d(64, classes + 1, 1)
 
     def forward(self, x):
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
-        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
-        features = torch.relu(self.bn3(self.conv3(x)))
+        features = self.features(x)
         embedding = features.mean((2, 3))
         segmentation = nn.functional.interpolate(self.segment(features), size=(SIZE, SIZE),
                                                  mode="bilinear", align_corners=False)
-        return {"logits": self.classify(embedding)[:, None],
+        return {"logits": self.fc(embedding)[:, None],
                 "pred_boxes": self.box(features).sigmoid()[:, None],
                 "segmentation": segmentation, "embedding": embedding}
 

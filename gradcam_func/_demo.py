@@ -32,11 +32,14 @@ class ShapesNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.fc = nn.Linear(64, classes)
 
-    def forward(self, x):
+    def features(self, x):
+        """(B, 3, S, S) -> (B, 64, S / 4, S / 4), the maps ``conv3`` leads to."""
         x = self.pool(torch.relu(self.bn1(self.conv1(x))))
         x = self.pool(torch.relu(self.bn2(self.conv2(x))))
-        x = torch.relu(self.bn3(self.conv3(x)))
-        return self.fc(x.mean((2, 3)))
+        return torch.relu(self.bn3(self.conv3(x)))
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
 
 
 def train(images, labels, *, epochs, seed, batch_size=64, progress=True):
