@@ -1,7 +1,10 @@
 """Options and documented promises, each against a reference written here by hand:
 ``cam``'s ``relu`` and ``sum_channels``, the JAX path's ``sum_channels``, ``interpolate``'s
 "nearest-exact", ``explain_dataset``'s ``relu`` (and ``--relu``), the resume check over
-buffers, and the probe's RNG restore."""
+buffers, the probe's RNG restore, and torch's no-batching-rule warning kept from the user."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -156,3 +159,33 @@ def test_the_probe_leaves_the_random_stream_as_one_forward_does():
     ours = gf.grad_cam(fresh, "conv", x, 1)
     assert_matches(ours, expected)
     assert torch.equal(torch.rand(4), after_captum)
+
+
+# torch warns once per process when an op without a batching rule runs under vmap, so
+# each side runs in a fresh process.
+_VMAP_WARNING = """
+import warnings, torch
+import gradcam_func as gf
+from gradcam_func.testing import families
+model = families.token_transformer(0).model.eval()
+x = torch.randn(2, 5, 4, dtype=torch.float64)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    {call}
+print(sum("performance drop" in str(w.message) for w in seen))
+"""
+
+
+def _vmap_warnings(call):
+    code = _VMAP_WARNING.format(call=call)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    return int(result.stdout.split()[-1])
+
+
+def test_the_no_batching_rule_warning_does_not_reach_the_user():
+    # the head's fused encoder layer has no batching rule: plain vmap over it warns
+    assert _vmap_warnings("torch.func.vmap(lambda a: model.head(model.block(a).mean(1)))"
+                          "(model.embed(x)[None].repeat(3, 1, 1, 1))") == 1
+    assert _vmap_warnings('gf.cam(model, "embed", x, 1, method="ablationcam", '
+                          'channel_axis=-1)') == 0
