@@ -7,12 +7,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics]'
+	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics,dev]'
 	touch $@
 
-.PHONY: test demo bench wheel-check
+.PHONY: test lint demo bench wheel-check
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# ruff's bug-catching rules and its formatter, both configured in pyproject.toml.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/gradcam-func demo

@@ -15,6 +15,7 @@ Peak memory: the RSS one call adds, in a fresh process.
 """
 
 import argparse
+import functools
 import sys
 
 import torch
@@ -52,7 +53,7 @@ def ablation_loop(model, layer, x, classes, group=32):
                 stop = min(start + group, a.shape[0])
                 ablated = a[None].repeat(stop - start, 1, 1, 1)
                 ablated[torch.arange(stop - start), torch.arange(start, stop)] = value
-                handle = module.register_forward_hook(lambda *_: ablated)
+                handle = module.register_forward_hook(lambda *_, ablated=ablated: ablated)
                 with torch.no_grad():
                     scores = model(x[b:b + 1].expand(stop - start, -1, -1, -1))[:, cls]
                 handle.remove()
@@ -118,10 +119,11 @@ def main():
         for layer in args.layers:
             torch.testing.assert_close(ours(method, model, layer, x, [3], args.chunk),
                                        loop(model, layer, x, [3]), rtol=1e-3, atol=1e-3)
-            theirs_one = once_seconds(lambda: loop(model, layer, x, [3]))
+            theirs_one = once_seconds(functools.partial(loop, model, layer, x, [3]))
             for k in (1, 10):
                 classes = list(range(k))
-                mine = once_seconds(lambda: ours(method, model, layer, x, classes, args.chunk))
+                mine = once_seconds(functools.partial(ours, method, model, layer, x, classes,
+                                                         args.chunk))
                 theirs = theirs_one * k
                 memory = [peak_memory_bytes(__file__.split("/")[-1], method, side, layer, k,
                                             args.size, args.batch, args.chunk) / GIB

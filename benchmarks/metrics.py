@@ -67,17 +67,17 @@ def main():
     classes = list(range(args.k))
     cams = gf.grad_cam(model, "layer4", x, targets=classes)
 
-    ours = lambda: gf.metrics.deletion(model, x, cams, targets=classes, steps=args.steps,  # noqa: E731
+    ours = lambda: gf.metrics.deletion(model, x, cams, targets=classes, steps=args.steps,
                                        baseline="zero", batch_size=args.chunk)
-    loop = lambda: deletion_loop(model, x, cams, classes, args.steps)  # noqa: E731
+    loop = lambda: deletion_loop(model, x, cams, classes, args.steps)
     torch.testing.assert_close(ours()[0], loop(), rtol=1e-4, atol=1e-5)
     rows = [("deletion", f"B={args.batch}, K={args.k}, S={args.steps}, {args.size}px",
              once_seconds(ours), once_seconds(loop))]
 
     check = gf.metrics.parameter_randomization(model, "layer4", x, 3)
     names = check.names
-    ours = lambda: gf.metrics.parameter_randomization(model, "layer4", x, 3)  # noqa: E731
-    loop = lambda: randomization_loop(model, "layer4", x, 3, names)  # noqa: E731
+    ours = lambda: gf.metrics.parameter_randomization(model, "layer4", x, 3)
+    loop = lambda: randomization_loop(model, "layer4", x, 3, names)
     rows.append(("cascading randomization", f"B={args.batch}, {len(names)} stages, 1 draw",
                  once_seconds(ours), once_seconds(loop)))
 

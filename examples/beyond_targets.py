@@ -97,7 +97,7 @@ def explain(model, images, labels, boxes, references):
         kinds = targets_for(cls, boxes[chosen], references)
         cams = gf.grad_cam(model, "conv3", images[chosen], targets=list(kinds.values()),
                            relu=True)  # (kinds, n, 1, 10, 10)
-        for kind, cam in zip(kinds, cams):
+        for kind, cam in zip(kinds, cams, strict=True):
             upsampled = gf.interpolate(cam, (SIZE, SIZE), mode="bilinear")
             maps.setdefault(kind, torch.empty(len(images), 1, SIZE, SIZE))[chosen] = upsampled
     return maps

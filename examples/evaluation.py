@@ -50,7 +50,7 @@ def main(argv=None):
                                                explainer=relu_grad_cam)
     print("cascading randomization, mean Spearman correlation per stage:")
     print("  " + "  ".join(f"{n}: {v:.2f}" for n, v in
-                           zip(check.names, check.spearman.mean((1, 2)).tolist())))
+                           zip(check.names, check.spearman.mean((1, 2)).tolist(), strict=True)))
     draw(curves, check, maps["Grad-CAM"][:4], test_images[:4], args.out)
     return curves, check
 
@@ -68,7 +68,7 @@ def draw(curves, check, original, images, out):
         axes[0].plot(share, deleted, label=name)
         axes[1].plot(share, inserted, label=name)
     for axis, title in zip(axes, ["deletion (lower is better)",
-                                  "insertion (higher is better)"]):
+                                  "insertion (higher is better)"], strict=True):
         axis.set(title=title, xlabel="share of 4 x 4 patches", ylim=(0, 1))
     axes[0].set_ylabel("probability of the true class")
     axes[1].legend()

@@ -232,7 +232,7 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_
     bar = tqdm(total=len(mine), initial=resumed, unit="ex", disable=not progress or rank != 0,
                desc=f"explaining (rank 0 of {world})" if world > 1 else "explaining")
     cams, classes = [], []
-    for (number, indices), batch in zip(plan, loader):
+    for (number, indices), batch in zip(plan, loader, strict=True):
         inputs, labels = _inputs_and_labels(batch, need_labels=spec == "label")
         batch_cams, batch_classes = _explain_batch(model, layer, inputs.to(device), labels,
                                                    targets, relu, upsample_to)

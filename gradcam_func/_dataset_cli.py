@@ -70,7 +70,7 @@ def load_object(spec, option):
         factory = getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError) as error:
         raise GradCamError(f"{COMMAND} {option} {spec}: cannot import it ({error}). Check "
-                           "that the module is on PYTHONPATH and defines the function.")
+                           "that the module is on PYTHONPATH and defines the function.") from error
     return factory()
 
 

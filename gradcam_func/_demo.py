@@ -159,6 +159,6 @@ def run(args):
               f"{row['insertion']:>14.3f}")
     print("\ncascading randomization (Spearman correlation with the original Grad-CAM, "
           "layers randomized from the output down):")
-    print("  " + "  ".join(f"{name}: {value:.2f}" for name, value in zip(names, similarity)))
+    print("  " + "  ".join(f"{name}: {value:.2f}" for name, value in zip(names, similarity, strict=True)))
     print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s in all)")
     return 0

@@ -101,9 +101,9 @@ def _callable_tangents(target_scores, output, tensors, tangents):
     """(k, B) tangents of the callable targets' scores (k may be 0), given the output
     tensors' tangents."""
     _, others, tree = flatten(output)
-    rows = [torch.func.jvp(lambda *ts: target(unflatten(tree, ts, others)),
+    rows = [torch.func.jvp(lambda *ts, target=target: target(unflatten(tree, ts, others)),
                            tuple(tensors), tuple(tangents))[1]
-            for target, selector in zip(target_scores.targets, target_scores.selectors)
+            for target, selector in zip(target_scores.targets, target_scores.selectors, strict=True)
             if selector is None]
     return torch.stack(rows) if rows else tangents[0].new_zeros(0, tangents[0].shape[0])
 

@@ -83,8 +83,8 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
                 return result
 
         def cams_of(cots):
-            return tuple(tuple(cam_from(a, g) for a, g in zip(layer_acts, layer_grads))
-                         for layer_acts, layer_grads in zip(acts, pullback(cots)))
+            return tuple(tuple(cam_from(a, g) for a, g in zip(layer_acts, layer_grads, strict=True))
+                         for layer_acts, layer_grads in zip(acts, pullback(cots), strict=True))
 
         batch = batch_size_of(inputs)
         per_example = sum(a.numel() for layer_acts in acts for a in layer_acts) // batch

@@ -99,7 +99,7 @@ def guided_grad_cam(model, layer, inputs, target=None, *, targets=None,
     guided = guided_backprop(model, inputs, target, targets=targets, **common)
     is_tuple = isinstance(guided, tuple)
     results = []
-    for x, g in zip(as_tensor_tuple(inputs, "guided_grad_cam"), guided if is_tuple else (guided,)):
+    for x, g in zip(as_tensor_tuple(inputs, "guided_grad_cam"), guided if is_tuple else (guided,), strict=True):
         size = tuple(x.shape[2:])
         if targets is None:
             up = interpolate(cams, size, interpolate_mode)

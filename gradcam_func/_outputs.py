@@ -26,7 +26,7 @@ def _children(value):
 
         def rebuild_mapping(children):
             new = copy.copy(value)
-            for key, child in zip(keys, children):
+            for key, child in zip(keys, children, strict=True):
                 new[key] = child
             return new
 
@@ -40,7 +40,7 @@ def _children(value):
 
         def rebuild_dataclass(children):
             new = copy.copy(value)
-            for name, child in zip(names, children):
+            for name, child in zip(names, children, strict=True):
                 object.__setattr__(new, name, child)
             return new
 
@@ -93,7 +93,7 @@ def entries_like(value, like):
     if parts is None or type(value) is not type(like) or len(parts[0]) != len(like_parts[0]):
         return None
     entries = []
-    for child, like_child in zip(parts[0], like_parts[0]):
+    for child, like_child in zip(parts[0], like_parts[0], strict=True):
         found = entries_like(child, like_child)
         if found is None:
             return None

@@ -58,7 +58,7 @@ class TargetScores:
     def __call__(self, output, examples, probability=False):
         """(K, N) scores of N outputs, output row i a copy of example ``examples[i]``."""
         rows = []
-        for target, selector in zip(self.targets, self.selectors):
+        for target, selector in zip(self.targets, self.selectors, strict=True):
             if selector is None:
                 rows.append(target(output))
                 continue

@@ -22,7 +22,7 @@ def _repeat_target(target, copies):
 def _explain_copies(model, layer, batches, target, targets, options, call):
     """``cam`` on ``copies`` versions of the inputs in one call -> (copies, ...)."""
     copies = len(batches)
-    stacked = tuple(torch.cat(parts) for parts in zip(*batches))
+    stacked = tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
     inputs = stacked if len(stacked) > 1 else stacked[0]
     if isinstance(targets, TopK):
         raise GradCamError(f"{call}(..., targets=top_k(k)): pass the classes explicitly, "

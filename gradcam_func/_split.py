@@ -285,7 +285,7 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
         try:
             return _probe(model, module, meta_args, _on_meta(state),
                           attribute_to_layer_input, call)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             # Ops without meta kernels, data-dependent control flow, device checks:
             # the real probe below runs the trunk and raises the model's real error.
             pass
@@ -330,7 +330,7 @@ def split(model, layer, inputs, *, additional_forward_args=None, params=None,
                               meta=True)
         specs.append(spec)
     for _ in range(2):
-        for module, spec in zip(modules, specs):
+        for module, spec in zip(modules, specs, strict=True):
             _check_spec(spec, model, module, attribute_to_layer_input, call)
             _SPECS[module][signature] = spec
         try:
@@ -385,7 +385,7 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
 
     def forward_on(state, *perturbations):
         """The model on ``state``, perturbed at the layers' sources -> (output, aux)."""
-        eps = dict(zip(sources, perturbations))
+        eps = dict(zip(sources, perturbations, strict=True))
         ops = None
         if any(source[0] == "op" for source in sources):
             ops = Ops({(s[1], s[2]): e for s, e in eps.items() if s[0] == "op"})
@@ -436,7 +436,7 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
     def pullback(cotangents):
         """Cotangents on the output's floating-point Tensors -> per layer, a gradient
         per act."""
-        grads = dict(zip(sources, vjp_fn(tuple(cotangents))))
+        grads = dict(zip(sources, vjp_fn(tuple(cotangents)), strict=True))
         return tuple(tuple(grads[source] for _, _, source in spec) for spec in specs)
 
     # Forward mode runs the model again for each (vmapped) batch of tangents, with
@@ -457,8 +457,8 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
         """Tangents per layer, one per act -> the tangents of the output's floating-point
         Tensors (a tuple): the directional derivative through every use of each act."""
         by_source = {}
-        for spec, layer_tangents in zip(specs, tangents):
-            for (_, _, source), tangent in zip(spec, layer_tangents):
+        for spec, layer_tangents in zip(specs, tangents, strict=True):
+            for (_, _, source), tangent in zip(spec, layer_tangents, strict=True):
                 by_source.setdefault(source, tangent)
         return torch.func.jvp(tangent_forward, tuple(zeros),
                               tuple(by_source[source] for source in sources))[1]
@@ -516,7 +516,7 @@ def _check_seen(tensors, received, spec, at_source, ops):
     """Raise _Stale unless the layer saw what ``spec`` says, perturbed where it says."""
     if [(tuple(t.shape), t.dtype) for t in tensors] != [(s, d) for s, d, _ in spec]:
         raise _Stale()
-    for tensor, (_, _, source) in zip(tensors, spec):
+    for tensor, (_, _, source) in zip(tensors, spec, strict=True):
         if source[0] == "hook":
             if any(tensor is x for x in received):  # returned unchanged: perturb at source
                 raise _Stale()
@@ -627,7 +627,7 @@ def _cotangent_tensors(cotangent, output, tensors, call):
             f"{type(cotangent).__name__}."
         )
     result = []
-    for i, (value, tensor) in enumerate(zip(given, tensors)):
+    for i, (value, tensor) in enumerate(zip(given, tensors, strict=True)):
         if value is None:
             value = torch.zeros_like(tensor)
         where = "" if isinstance(output, torch.Tensor) else f" at output tensor {i}"

@@ -132,7 +132,8 @@ def _needs_tensor(output, call, argument, example):
 
 def check_index(index, output, call, argument):
     """Raise unless ``index`` picks one in-range score per example of ``output``."""
-    for axis, (i, size) in enumerate(zip(index, output.shape[1:]), start=1):
+    # Entries and range first, then the count: a mismatch is reported below, not by zip.
+    for axis, (i, size) in enumerate(zip(index, output.shape[1:], strict=False), start=1):
         if isinstance(i, bool) or not isinstance(i, int):
             raise GradCamError(
                 f"{call}(..., {argument}=...): index entries must be ints, got "
@@ -266,4 +267,4 @@ def cotangents(output, targets, batch, call="grad_cam"):
         raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")
     per_target = [cotangent(output, target, batch, call, f"targets[{k}]")
                   for k, target in enumerate(targets)]
-    return tuple(torch.stack(stack) for stack in zip(*per_target))
+    return tuple(torch.stack(stack) for stack in zip(*per_target, strict=True))

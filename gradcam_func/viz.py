@@ -155,7 +155,7 @@ def save_volume(volume, cam, path, *, axis=0, slices=8, cmap="jet", alpha=0.5):
     cam = interpolate(cam[None], volume.shape, "linear")[0, 0].numpy()
     picks = np.linspace(0, volume.shape[axis] - 1, min(slices, volume.shape[axis])).round()
     figure, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 1.8), squeeze=False)
-    for panel, index in zip(axes[0], picks.astype(int)):
+    for panel, index in zip(axes[0], picks.astype(int), strict=True):
         panel.imshow(overlay(np.take(cam, index, axis), np.take(volume, index, axis),
                              cmap=cmap, alpha=alpha))
         panel.set_title(f"slice {index}", fontsize=8)
@@ -185,7 +185,7 @@ def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
     cams = interpolate(cams[None], (frames.shape[0], *frames.shape[2:]), "linear")[0, 0]
     cams = ops.normalize(cams.numpy()[None, None])[0, 0]  # one scale for the whole clip
     pictures = [overlay(cam, frame, cmap=cmap, alpha=alpha, normalize=False)
-                for cam, frame in zip(cams, frames)]
+                for cam, frame in zip(cams, frames, strict=True)]
     if str(path).endswith(".gif"):
         from matplotlib import animation
 
@@ -199,7 +199,7 @@ def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
         return path
     figure, axes = plt.subplots(1, len(pictures), figsize=(1.6 * len(pictures), 1.8),
                                 squeeze=False)
-    for i, (panel, picture) in enumerate(zip(axes[0], pictures)):
+    for i, (panel, picture) in enumerate(zip(axes[0], pictures, strict=True)):
         panel.imshow(picture)
         panel.set_title(f"frame {i}", fontsize=8)
         panel.axis("off")

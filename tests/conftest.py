@@ -40,7 +40,7 @@ def assert_matches(actual, expected):
     assert_not_zero(expected)
     if isinstance(expected, tuple):
         assert isinstance(actual, tuple) and len(actual) == len(expected), type(actual)
-        for a, e in zip(actual, expected):
+        for a, e in zip(actual, expected, strict=True):
             assert_close(a, e)
     else:
         assert isinstance(actual, torch.Tensor), type(actual)
@@ -65,7 +65,7 @@ def assert_unchanged(model, inputs, saved):
     state, saved_inputs = saved
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name]), name
-    for x, saved_x in zip(inputs, saved_inputs):
+    for x, saved_x in zip(inputs, saved_inputs, strict=True):
         assert torch.equal(x, saved_x)
 
 

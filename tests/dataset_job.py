@@ -17,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import gradcam_func as gf  # noqa: E402
+import gradcam_func as gf
 
 
 class Data(torch.utils.data.Dataset):

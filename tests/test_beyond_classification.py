@@ -1,7 +1,6 @@
 """Target builders on real detection, segmentation and embedding models, token grids
 inferred, the default layer, and 1-D / 3-D / video models, against Captum or by hand."""
 
-import warnings
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 import gradcam_func as gf
 from conftest import assert_close, assert_matches, assert_not_zero
 from gradcam_func import targets as gt
-from hf_models import ARCHS, build
+from hf_models import build
 
 
 class Scored(nn.Module):
@@ -88,7 +87,7 @@ def test_detection_target_on_detr_equals_the_score_by_hand_and_captum():
     far = torch.tensor([5.0, 5.0, 6.0, 6.0])  # overlaps no predicted box: scores 0
     assert torch.equal(gt.detection(far, 1)(out), torch.zeros(2))
     layer = "model.backbone.model.encoder.stages.1"
-    call = lambda pixels: model(pixel_values=pixels)  # noqa: E731
+    call = lambda pixels: model(pixel_values=pixels)
     assert_matches(gf.grad_cam(call, model.get_submodule(layer), x, target),
                    LayerGradCam(Scored(model, target, call), model.get_submodule(layer))
                    .attribute(x).detach())
@@ -172,7 +171,7 @@ def test_a_box_target_on_a_classifier_and_a_mask_target_on_logits_say_so():
 ])
 def test_token_grids_are_inferred(name, layer, grid):
     model, x = build(name)
-    score = lambda out: out.logits[:, 1]  # noqa: E731
+    score = lambda out: out.logits[:, 1]
     explicit = gf.cam(model, layer, x, score, channel_axis=-1, token_grid=grid[:2],
                       prefix_tokens=grid[2])
     assert_close(gf.cam(model, layer, x, score, token_grid="auto"), explicit)
@@ -267,7 +266,7 @@ def test_deits_two_prefix_tokens_are_inferred():
         image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
         num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
     x = torch.randn(2, 3, 16, 16)
-    score = lambda out: out.logits[:, 1]  # noqa: E731
+    score = lambda out: out.logits[:, 1]
     layer = "deit.layers.0"
     explicit = gf.cam(deit, layer, x, score, channel_axis=-1, token_grid=(4, 4),
                       prefix_tokens=2)  # the class and the distillation token

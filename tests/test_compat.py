@@ -126,7 +126,7 @@ def test_captums_own_cases(name, make, layer, inputs, expected, kwargs):
     result = explainer.attribute(inputs, target=0, **kwargs)
     if isinstance(expected, tuple):
         assert isinstance(result, tuple) and len(result) == len(expected)
-        for part, values in zip(result, expected):
+        for part, values in zip(result, expected, strict=True):
             assert_close(part, torch.tensor(values))
     else:
         assert_close(result, torch.as_tensor(expected, dtype=torch.float32))
@@ -142,7 +142,7 @@ def test_same_results_as_captum(name, relu, summed):
     theirs = CaptumLayerGradCam(case.model, case.layer).attribute(inputs, case.target,
                                                                    **kwargs)
     for a, b in zip(ours if isinstance(ours, tuple) else (ours,),
-                    theirs if isinstance(theirs, tuple) else (theirs,)):
+                    theirs if isinstance(theirs, tuple) else (theirs,), strict=True):
         assert_close(a, b.detach())
 
 

@@ -67,7 +67,7 @@ def test_gradient_wrt_params(make):
 def test_jacrev_wrt_inputs_matches_finite_differences():
     model = smooth_model()
     x = torch.randn(1, 2, 3, 3, dtype=torch.float64)
-    f = lambda x: gf.grad_cam(model, "2", x, 1).flatten()  # noqa: E731
+    f = lambda x: gf.grad_cam(model, "2", x, 1).flatten()
     jacobian = torch.func.jacrev(f)(x).reshape(9, -1)
     for column in range(0, x.numel(), 5):
         direction = torch.zeros(x.numel(), dtype=torch.float64)

@@ -76,7 +76,7 @@ def test_train_mode_batchnorm_and_its_statistics():
     reverse = gf.grad_cam(twin, "bn", x, targets=[0, 1, 3], autodiff="reverse")
     assert_matches(forward, reverse)
     plain(x)
-    for (key, mine), (_, expected) in zip(case.model.named_buffers(), plain.named_buffers()):
+    for (key, mine), (_, expected) in zip(case.model.named_buffers(), plain.named_buffers(), strict=True):
         assert torch.equal(mine, expected), key
 
 

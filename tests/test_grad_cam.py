@@ -102,7 +102,7 @@ def test_dotted_layer_name_equals_the_module():
 
 def test_a_plain_callable_model():
     case = ZOO["plain_cnn"](torch.float64)
-    fn = lambda x: case.model(x) * 2.0  # noqa: E731
+    fn = lambda x: case.model(x) * 2.0
     assert_close(gf.grad_cam(fn, case.layer, case.inputs[0], 1),
                  2.0 * LayerGradCam(case.model, case.layer).attribute(case.inputs[0], 1).detach())
 

@@ -54,7 +54,7 @@ def test_residual_model_and_two_inputs_equal_captum():
     ours = gf.guided_grad_cam(two, two.a, inputs, 1)
     theirs = GuidedGradCam(two, two.a).attribute(inputs, 1)
     assert isinstance(ours, tuple) and len(ours) == 2
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert_close(a, b.detach())
 
 

@@ -76,7 +76,7 @@ def test_train_mode_equals_captum_and_updates_statistics_once(name):
     expected = captum(theirs, layer, x, 3)
     torch.manual_seed(5)
     assert_matches(gf.grad_cam(model, layer, x, logit(3)), expected)
-    for (key, mine), (_, expected) in zip(model.named_buffers(), plain.named_buffers()):
+    for (key, mine), (_, expected) in zip(model.named_buffers(), plain.named_buffers(), strict=True):
         if expected.is_floating_point():
             assert_close(mine, expected)
         else:

@@ -45,7 +45,7 @@ def by_hand(trunk, head, x, score):
 def test_every_target_form(setup):
     trunk, head, x = setup
     classes = jnp.array([0, 4, 2])
-    contrast = lambda o: o[:, 0] - o[:, 1]  # noqa: E731
+    contrast = lambda o: o[:, 0] - o[:, 1]
     forms = [
         (2, lambda o: o[:, 2]),
         ((3,), lambda o: o[:, 3]),

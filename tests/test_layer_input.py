@@ -41,7 +41,7 @@ def through_the_layer_only(model, layer, x, target):
     finally:
         handle.remove()
     grads = torch.autograd.grad(score, leaves)
-    cams = tuple(gf.ops.grad_cam_from(a.detach(), g) for a, g in zip(leaves, grads))
+    cams = tuple(gf.ops.grad_cam_from(a.detach(), g) for a, g in zip(leaves, grads, strict=True))
     return cams if len(cams) > 1 else cams[0]
 
 
@@ -60,7 +60,7 @@ def test_each_case_has_uses_outside_the_layer(name):
     model, layer, x = CASES[name]()
     expected = captum(model, layer, x, 1)
     alone = through_the_layer_only(model, layer, x, 1)
-    pairs = zip(*(v if isinstance(v, tuple) else (v,) for v in (expected, alone)))
+    pairs = zip(*(v if isinstance(v, tuple) else (v,) for v in (expected, alone)), strict=True)
     assert any((e - a).abs().max() > 1e-3 * e.abs().max() for e, a in pairs)
 
 
@@ -71,7 +71,7 @@ def test_targets_equal_captums_loop_from_one_forward(name):
     stacked = gf.grad_cam(model, layer, x, targets=targets, attribute_to_layer_input=True)
     expected = [captum(model, layer, x, t) for t in targets]
     if isinstance(expected[0], tuple):
-        expected = tuple(torch.stack(parts) for parts in zip(*expected))
+        expected = tuple(torch.stack(parts) for parts in zip(*expected, strict=True))
     else:
         expected = torch.stack(expected)
     assert_matches(stacked, expected)

@@ -109,7 +109,7 @@ def test_a_stale_cached_shape_is_corrected():
     """A callable model whose layer shape changes with a non-tensor setting it hides."""
     model, _, _ = counted_model()
     crop = {"size": 5}
-    fn = lambda x: model(x[..., :crop["size"], :crop["size"]])  # noqa: E731
+    fn = lambda x: model(x[..., :crop["size"], :crop["size"]])
     x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
     first = gf.grad_cam(fn, model[3], x, 1)
     crop["size"] = 6  # same input signature, different activation shape

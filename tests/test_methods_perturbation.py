@@ -119,7 +119,7 @@ def ablation_loop(model, x, acts, cls, value_of):
         for b in range(len(x)):
             weights = []
             for c in range(acts.shape[1]):
-                def ablate(_, __, out, c=c):
+                def ablate(_, __, out, c=c, b=b):
                     out = out.clone()
                     out[:, c] = value_of(acts[b])
                     return out

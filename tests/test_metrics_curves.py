@@ -80,7 +80,7 @@ def test_the_true_object_mask_deletes_fastest():
     model = ObjectScore(mask)
     x = torch.rand(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x = x + 0.5
-    score = lambda out: out[:, 0]  # noqa: E731
+    score = lambda out: out[:, 0]
     true = mask.expand(4, 1, 8, 8)
     random = torch.rand(4, 1, 8, 8, dtype=torch.float64,
                         generator=torch.Generator().manual_seed(1))

@@ -33,7 +33,7 @@ def test_a_map_of_ones_keeps_the_confidence():
     # a constant map scales to 0 everywhere (normalize's rule): the image goes black
     black = [probability(model, torch.zeros_like(x[b]), 1) for b in range(3)]
     clean = [probability(model, x[b], 1) for b in range(3)]
-    assert_close(drop, torch.tensor([max(0, c - z) / c for c, z in zip(clean, black)],
+    assert_close(drop, torch.tensor([max(0, c - z) / c for c, z in zip(clean, black, strict=True)],
                                     dtype=torch.float64))
 
 

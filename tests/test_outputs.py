@@ -96,7 +96,7 @@ def test_targets_and_top_k_on_a_structure(form):
     targets = [segmentation_score, lambda out: logits_of(out)[:, 1].mean((1, 2))]
     cams = gf.grad_cam(model, "backbone", x, targets=targets)
     assert_close(cams, torch.stack([gf.grad_cam(model, "backbone", x, t) for t in targets]))
-    pooled = lambda out: logits_of(out).mean((2, 3))  # noqa: E731
+    pooled = lambda out: logits_of(out).mean((2, 3))
     cams, classes = gf.grad_cam(model, "backbone", x, targets=gf.top_k(2, scores=pooled))
     expected = torch.stack([LayerGradCam(Scored(model, pooled), model.backbone).attribute(
         x, row.tolist()).detach() for row in classes])

@@ -90,7 +90,7 @@ def test_several_layers_with_layer_vjp_and_layer_inputs():
     output, acts, pullback = gf.layer_vjp(c.model, ["conv", "stem"], c.inputs[0],
                                           attribute_to_layer_input=True)
     grads = pullback(torch.eye(4, dtype=torch.float64)[[1, 2]])
-    for layer, act, grad in zip(["conv", "stem"], acts, grads):
+    for layer, act, grad in zip(["conv", "stem"], acts, grads, strict=True):
         _, one_act, one_pullback = gf.layer_vjp(c.model, layer, c.inputs[0],
                                                 attribute_to_layer_input=True)
         assert_close(act, one_act)

@@ -60,7 +60,7 @@ def test_grad_of_an_ensemble_loss_under_vmap():
 def test_torch_compile_equals_eager():
     model = make(0).float()
     x = torch.randn(2, 3, 8, 8)
-    explain = lambda x: gf.grad_cam(model, "3", x, targets=[0, 2], relu=True)  # noqa: E731
+    explain = lambda x: gf.grad_cam(model, "3", x, targets=[0, 2], relu=True)
     compiled = torch.compile(explain)
     assert_close(compiled(x), explain(x))
     x2 = torch.randn(2, 3, 8, 8)

@@ -90,7 +90,7 @@ def _stages(model, modules, args, call):
         known = {id(m): n for n, m in model.named_modules()}
         names = [known.get(id(m)) if isinstance(m, nn.Module) else m for m in modules]
         submodules = dict(model.named_modules())
-        for given, name in zip(modules, names):
+        for given, name in zip(modules, names, strict=True):
             if name not in submodules:
                 raise GradCamError(
                     f"{call}(..., modules=[..., {given!r}, ...]): not a submodule of the "

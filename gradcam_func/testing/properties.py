@@ -66,7 +66,7 @@ def assert_matches(prop, actual, expected, tolerance=None):
     if len(actual) != len(expected):
         raise AssertionError(f"{prop}: {len(actual)} results where {len(expected)} were "
                              "expected (a tuple for a layer with several tensors).")
-    for part, (a, e) in enumerate(zip(actual, expected)):
+    for part, (a, e) in enumerate(zip(actual, expected, strict=True)):
         a, e = torch.as_tensor(a).detach(), torch.as_tensor(e).detach()
         if a.shape != e.shape:
             raise AssertionError(f"{prop}: shape {tuple(a.shape)}, expected "
@@ -160,7 +160,7 @@ def check_batch_independence(explainer, model, layer, inputs, target=None, *,
         one = tuple(x[i:i + 1] for x in _args(inputs))
         pieces.append(explainer(model, layer, one if isinstance(inputs, tuple) else one[0],
                                 _target_of_example(target, i)))
-    expected = tuple(torch.cat(parts) for parts in zip(*map(_parts, pieces)))
+    expected = tuple(torch.cat(parts) for parts in zip(*map(_parts, pieces), strict=True))
     assert_matches("batch_independence", whole, expected if len(expected) > 1
                    else expected[0], tolerance)
 
@@ -179,7 +179,7 @@ def check_target_stacking(explainer, model, layer, inputs, target=None, *, toler
     targets = [target, 0, _other_target(output)]
     stacked = explainer(model, layer, inputs, targets=targets)
     loop = [explainer(model, layer, inputs, t) for t in targets]
-    expected = tuple(torch.stack(parts) for parts in zip(*map(_parts, loop)))
+    expected = tuple(torch.stack(parts) for parts in zip(*map(_parts, loop), strict=True))
     assert_matches("target_stacking", stacked, expected if len(expected) > 1
                    else expected[0], tolerance)
 
@@ -191,7 +191,7 @@ def check_target_linearity(explainer, model, layer, inputs, target=None, *,
     s1, s2 = _score_of(target, output), _other_target(output)
     combined = explainer(model, layer, inputs, _Combined(1.7, s1, -0.6, s2))
     first, second = explainer(model, layer, inputs, s1), explainer(model, layer, inputs, s2)
-    expected = tuple(1.7 * a - 0.6 * b for a, b in zip(_parts(first), _parts(second)))
+    expected = tuple(1.7 * a - 0.6 * b for a, b in zip(_parts(first), _parts(second), strict=True))
     assert_matches("target_linearity", combined, expected if len(expected) > 1
                    else expected[0], tolerance)
 
@@ -313,14 +313,14 @@ def _compare_state(when, model, inputs, before):
     if after[1] != grads:
         raise AssertionError(f"no_side_effects: {when}, requires_grad of a parameter "
                              "changed.")
-    for (name, *flags), (_, *old) in zip(after[2], modules):
+    for (name, *flags), (_, *old) in zip(after[2], modules, strict=True):
         if flags != old:
             what = ("training flag" if flags[0] != old[0] else "hooks")
             module = f"module {name!r}" if name else "the model"
             raise AssertionError(f"no_side_effects: {when}, the {what} of {module} changed: "
                                  f"{old} -> {flags} (training, forward, pre-forward, "
                                  "backward, pre-backward hooks).")
-    for i, ((x, requires), (now, now_requires)) in enumerate(zip(saved_inputs, after[3])):
+    for i, ((x, requires), (now, now_requires)) in enumerate(zip(saved_inputs, after[3], strict=True)):
         if not torch.equal(x, now) or requires != now_requires:
             raise AssertionError(f"no_side_effects: {when}, inputs[{i}] changed.")
 
@@ -371,19 +371,19 @@ def check_differentiable(explainer, model, layer, inputs, target=None, *, tolera
         if weights is None:
             weights = [torch.randn(c.shape, generator=generator, dtype=c.dtype)
                        for c in parts]
-        return sum((c * w).sum() for c, w in zip(parts, weights))
+        return sum((c * w).sum() for c, w in zip(parts, weights, strict=True))
 
     grads = torch.func.grad(loss, argnums=tuple(range(len(xs) + 1)))(params, *xs)
     directions = [{k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
                    for k, v in params.items()}]
     directions += [torch.randn(x.shape, generator=generator, dtype=x.dtype) for x in xs]
     analytic = sum((grads[0][k] * directions[0][k]).sum() for k in params)
-    analytic = analytic + sum((g * d).sum() for g, d in zip(grads[1:], directions[1:]))
+    analytic = analytic + sum((g * d).sum() for g, d in zip(grads[1:], directions[1:], strict=True))
     step = FINITE_DIFFERENCES["step"]
 
     def along(t):
         p = {k: v + t * directions[0][k] for k, v in params.items()}
-        return loss(p, *(x + t * d for x, d in zip(xs, directions[1:])))
+        return loss(p, *(x + t * d for x, d in zip(xs, directions[1:], strict=True)))
 
     with torch.no_grad():
         numeric = (along(step) - along(-step)) / (2 * step)
