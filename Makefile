@@ -17,6 +17,7 @@ test: $(VENV)/.installed
 # ruff's bug-catching rules and its formatter, both configured in pyproject.toml.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/gradcam-func demo

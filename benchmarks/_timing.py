@@ -13,8 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _timer(fn):
     """A Timer on every thread torch uses (Timer's own default is one thread)."""
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn},
-                           num_threads=torch.get_num_threads())
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
 
 
 def median_seconds(fn, min_run_time=1.0):
@@ -46,8 +45,13 @@ def peak_memory_bytes(script, *args):
     The script is run as ``python script --peak-of ARGS``; it must build its inputs,
     call ``report_peak(fn)`` with the zero-argument method to measure, and exit.
     """
-    result = subprocess.run([sys.executable, script, "--peak-of", *map(str, args)],
-                            capture_output=True, text=True, check=True, cwd=HERE)
+    result = subprocess.run(
+        [sys.executable, script, "--peak-of", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 

@@ -24,13 +24,12 @@ from resnet import resnet18, resnet50
 
 MODELS = {"resnet18": resnet18, "resnet50": resnet50}
 CHUNKS = {"none": None, "32": 32, "10": 10, "4": 4}
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def setup(model_name, batch, device):
     torch.manual_seed(0)
-    return MODELS[model_name]().eval().to(device), torch.randn(batch, 3, 224, 224,
-                                                                 device=device)
+    return MODELS[model_name]().eval().to(device), torch.randn(batch, 3, 224, 224, device=device)
 
 
 def ours(model, layer, x, k, chunk="default"):
@@ -43,7 +42,8 @@ def ours(model, layer, x, k, chunk="default"):
 def _forward_with_acts(model, layer, x):
     captured = []
     handle = model.get_submodule(layer).register_forward_hook(
-        lambda m, i, out: captured.append(out))
+        lambda m, i, out: captured.append(out)
+    )
     try:
         output = model(x)
     finally:
@@ -53,6 +53,7 @@ def _forward_with_acts(model, layer, x):
 
 def torchcam_loop(model, layer, x, k):
     """One forward, then one backward per class through the retained graph."""
+
     def run():
         output, acts = _forward_with_acts(model, layer, x)
         cams = []
@@ -60,17 +61,20 @@ def torchcam_loop(model, layer, x, k):
             (grads,) = torch.autograd.grad(output[:, c].sum(), acts, retain_graph=c < k - 1)
             cams.append((grads.mean((2, 3), keepdim=True) * acts.detach()).sum(1, keepdim=True))
         return torch.stack(cams)
+
     return run
 
 
 def raw_autograd(model, layer, x, k):
     """One forward, one batched autograd.grad over the K cotangents."""
+
     def run():
         output, acts = _forward_with_acts(model, layer, x)
         cotangents = torch.zeros(k, *output.shape, device=x.device)
         cotangents[torch.arange(k), :, torch.arange(k)] = 1
         (grads,) = torch.autograd.grad(output, acts, cotangents, is_grads_batched=True)
         return (grads.mean((3, 4), keepdim=True) * acts.detach()).sum(2, keepdim=True)
+
     return run
 
 
@@ -86,6 +90,7 @@ def timed(fn, device):
     def run():
         fn()
         synchronize(device)
+
     return once_seconds(run)
 
 
@@ -107,11 +112,16 @@ def main():
     args = parser.parse_args()
     if args.peak_of:
         return measure_peak(*args.peak_of)
-    print(f"torch {torch.__version__}, device {args.device}, "
-          f"{torch.get_num_threads()} threads, batch 8, 224 x 224\n")
+    print(
+        f"torch {torch.__version__}, device {args.device}, "
+        f"{torch.get_num_threads()} threads, batch 8, 224 x 224\n"
+    )
     names = [f"chunk {n}" for n in CHUNKS] + ["default", "torchcam loop", "raw autograd"]
-    print("| model | layer | K | default chunk | " + " | ".join(f"{n} s" for n in names)
-          + " | default / best fixed | loop / default |")
+    print(
+        "| model | layer | K | default chunk | "
+        + " | ".join(f"{n} s" for n in names)
+        + " | default / best fixed | loop / default |"
+    )
     print("|---" * (len(names) + 6) + "|")
     rows = []
     for model_name in args.models:
@@ -120,32 +130,38 @@ def main():
             for k in args.ks:
                 table = methods(model, layer, x, k)
                 reference = table["raw autograd"]().detach()
-                torch.testing.assert_close(table["default"](), reference, rtol=1e-4,
-                                           atol=1e-5)
-                torch.testing.assert_close(table["torchcam loop"](), reference, rtol=1e-4,
-                                           atol=1e-5)
+                torch.testing.assert_close(table["default"](), reference, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(
+                    table["torchcam loop"](), reference, rtol=1e-4, atol=1e-5
+                )
                 times = {name: [] for name in names}
                 for _ in range(args.repeats):
                     for name in names:
                         times[name].append(timed(table[name], args.device))
                 median = {name: statistics.median(v) for name, v in times.items()}
                 best = min(median[f"chunk {n}"] for n in CHUNKS)
-                chosen = gf._grad_cam.default_chunk_size(k, x.shape[0], _act_numel(
-                    model, layer, x))
-                print(f"| {model_name} | {layer} | {k} | {chosen} | "
-                      + " | ".join(f"{median[n]:.2f}" for n in names)
-                      + f" | {median['default'] / best:.2f} | "
-                      f"{median['torchcam loop'] / median['default']:.2f} |", flush=True)
+                chosen = gf._grad_cam.default_chunk_size(k, x.shape[0], _act_numel(model, layer, x))
+                print(
+                    f"| {model_name} | {layer} | {k} | {chosen} | "
+                    + " | ".join(f"{median[n]:.2f}" for n in names)
+                    + f" | {median['default'] / best:.2f} | "
+                    f"{median['torchcam loop'] / median['default']:.2f} |",
+                    flush=True,
+                )
                 rows.append((model_name, layer, k))
     if args.no_memory:
         return
     print("\n| model | layer | K | default peak GiB | raw autograd peak GiB | ratio |")
     print("|---|---|---|---|---|---|")
     for model_name, layer, k in rows:
-        mine, raw = (peak_memory_bytes(__file__, model_name, layer, k, method, args.device)
-                     / GIB for method in ("default", "raw autograd"))
-        print(f"| {model_name} | {layer} | {k} | {mine:.2f} | {raw:.2f} | {mine / raw:.2f} |",
-              flush=True)
+        mine, raw = (
+            peak_memory_bytes(__file__, model_name, layer, k, method, args.device) / GIB
+            for method in ("default", "raw autograd")
+        )
+        print(
+            f"| {model_name} | {layer} | {k} | {mine:.2f} | {raw:.2f} | {mine / raw:.2f} |",
+            flush=True,
+        )
 
 
 def _act_numel(model, layer, x):

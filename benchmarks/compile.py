@@ -32,8 +32,11 @@ def main():
             first = time.perf_counter() - start
             eager_s = median_seconds(functools.partial(explain, x))
             compiled_s = median_seconds(functools.partial(compiled, x))
-            print(f"| {batch} | {k} | {eager_s:.4f} | {compiled_s:.4f} | "
-                  f"{eager_s / compiled_s:.2f}× | {first:.1f} |", flush=True)
+            print(
+                f"| {batch} | {k} | {eager_s:.4f} | {compiled_s:.4f} | "
+                f"{eager_s / compiled_s:.2f}× | {first:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

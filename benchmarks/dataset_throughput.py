@@ -51,9 +51,16 @@ def job(out, k):
         torch.set_num_threads(1)
         torch.distributed.init_process_group("gloo")
     try:
-        summary = gf.explain_dataset(make_model(), "layer4", Images(),
-                                     targets=list(range(k)), out=out, batch_size=64,
-                                     shard_size=512, progress=False)
+        summary = gf.explain_dataset(
+            make_model(),
+            "layer4",
+            Images(),
+            targets=list(range(k)),
+            out=out,
+            batch_size=64,
+            shard_size=512,
+            progress=False,
+        )
         print(json.dumps(summary), flush=True)
     finally:
         if distributed:
@@ -71,14 +78,14 @@ def timed(command):
     start = time.perf_counter()
     result = subprocess.run(command, check=True, cwd=HERE, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    summaries = [json.loads(line) for line in result.stdout.splitlines()
-                 if line.startswith("{")]
+    summaries = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return wall, max(summary["seconds"] for summary in summaries)
 
 
 def main():
-    print("| processes | K | wall s (incl. start-up) | examples/s | explain_dataset s "
-          "| examples/s |")
+    print(
+        "| processes | K | wall s (incl. start-up) | examples/s | explain_dataset s | examples/s |"
+    )
     print("|---|---|---|---|---|---|")
     for k in (1, 10):
         for processes in (1, 2):
@@ -87,15 +94,29 @@ def main():
                 if processes == 1:
                     command = [sys.executable, __file__, "--job", out, str(k)]
                 else:
-                    command = [sys.executable, "-m", "torch.distributed.run",
-                               "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                               "--master_port", str(free_port()), __file__, "--job", out,
-                               str(k)]
+                    command = [
+                        sys.executable,
+                        "-m",
+                        "torch.distributed.run",
+                        "--nproc_per_node",
+                        "2",
+                        "--master_addr",
+                        "127.0.0.1",
+                        "--master_port",
+                        str(free_port()),
+                        __file__,
+                        "--job",
+                        out,
+                        str(k),
+                    ]
                 wall, inside = timed(command)
             finally:
                 shutil.rmtree(out)
-            print(f"| {processes} | {k} | {wall:.1f} | {N / wall:.0f} | {inside:.1f} "
-                  f"| {N / inside:.0f} |", flush=True)
+            print(
+                f"| {processes} | {k} | {wall:.1f} | {N / wall:.0f} | {inside:.1f} "
+                f"| {N / inside:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

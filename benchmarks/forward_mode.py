@@ -23,7 +23,7 @@ from _timing import once_seconds, peak_memory_bytes, report_peak, synchronize
 from resnet import resnet18, resnet50
 
 MODELS = {"resnet18": resnet18, "resnet50": resnet50}
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def setup(model_name, device):
@@ -32,8 +32,14 @@ def setup(model_name, device):
 
 
 def mode(model, layer, x, k, method, autodiff):
-    return lambda: gf.cam(model, layer, x, targets="all" if k == 1000 else list(range(k)),
-                          method=method, autodiff=autodiff)
+    return lambda: gf.cam(
+        model,
+        layer,
+        x,
+        targets="all" if k == 1000 else list(range(k)),
+        method=method,
+        autodiff=autodiff,
+    )
 
 
 def loop(model, layer, x, k, method):
@@ -43,7 +49,8 @@ def loop(model, layer, x, k, method):
     def run():
         captured = []
         handle = model.get_submodule(layer).register_forward_hook(
-            lambda m, i, out: captured.append(out))
+            lambda m, i, out: captured.append(out)
+        )
         try:
             output = model(x)
         finally:
@@ -54,14 +61,18 @@ def loop(model, layer, x, k, method):
             (grads,) = torch.autograd.grad(output[:, c].sum(), acts, retain_graph=c < k - 1)
             maps.append(compute(acts.detach(), grads))
         return torch.stack(maps)
+
     return run
 
 
 def measure_peak(model_name, layer, k, method, autodiff, device):
     model, x = setup(model_name, device)
     gf.grad_cam(model, layer, x, 0)
-    fn = (loop(model, layer, x, int(k), method) if autodiff == "loop"
-          else mode(model, layer, x, int(k), method, autodiff))
+    fn = (
+        loop(model, layer, x, int(k), method)
+        if autodiff == "loop"
+        else mode(model, layer, x, int(k), method, autodiff)
+    )
     report_peak(fn, device)
 
 
@@ -79,10 +90,14 @@ def main():
     args = parser.parse_args()
     if args.peak_of:
         return measure_peak(*args.peak_of)
-    print(f"torch {torch.__version__}, device {args.device}, "
-          f"{torch.get_num_threads()} threads, batch 8, 224 x 224\n")
-    print("| model | layer | method | K | forward s | reverse s | auto s (nearer mode) | loop s | "
-          "loop / auto | auto / best mode |")
+    print(
+        f"torch {torch.__version__}, device {args.device}, "
+        f"{torch.get_num_threads()} threads, batch 8, 224 x 224\n"
+    )
+    print(
+        "| model | layer | method | K | forward s | reverse s | auto s (nearer mode) | loop s | "
+        "loop / auto | auto / best mode |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models:
         model, x = setup(model_name, args.device)
@@ -91,21 +106,24 @@ def main():
                 per_target = {}
                 for k in args.ks:
                     estimate = model_name != "resnet18" and k > args.estimate_above
-                    fns = {"forward": mode(model, layer, x, k, method, "forward"),
-                           "auto": mode(model, layer, x, k, method, "auto")}
+                    fns = {
+                        "forward": mode(model, layer, x, k, method, "forward"),
+                        "auto": mode(model, layer, x, k, method, "auto"),
+                    }
                     if not estimate:
                         fns["reverse"] = mode(model, layer, x, k, method, "reverse")
                         fns["loop"] = loop(model, layer, x, k, method)
                         reference = fns["reverse"]()
-                        torch.testing.assert_close(fns["forward"](), reference, rtol=1e-3,
-                                                   atol=1e-5)
-                        torch.testing.assert_close(fns["loop"](), reference, rtol=1e-3,
-                                                   atol=1e-5)
+                        torch.testing.assert_close(
+                            fns["forward"](), reference, rtol=1e-3, atol=1e-5
+                        )
+                        torch.testing.assert_close(fns["loop"](), reference, rtol=1e-3, atol=1e-5)
                     times = {name: [] for name in fns}
                     for _ in range(args.repeats):
                         for name, fn in fns.items():
-                            times[name].append(once_seconds(lambda fn=fn: (
-                                fn(), synchronize(args.device))))
+                            times[name].append(
+                                once_seconds(lambda fn=fn: (fn(), synchronize(args.device)))
+                            )
                     median = {name: statistics.median(v) for name, v in times.items()}
                     note = {}
                     for name in ("reverse", "loop"):
@@ -117,24 +135,34 @@ def main():
                             note[name] = ""
                     per_target[k] = median
                     # the mode "auto" took, read off its time: the nearer of the two
-                    picks = min(("forward", "reverse"),
-                                key=lambda m: abs(median["auto"] - median[m]))
+                    picks = min(
+                        ("forward", "reverse"), key=lambda m: abs(median["auto"] - median[m])
+                    )
                     best = min(median["forward"], median["reverse"])
-                    print(f"| {model_name} | {layer} | {method} | {k} | "
-                          f"{median['forward']:.2f} | {median['reverse']:.2f}{note['reverse']} "
-                          f"| {median['auto']:.2f} ({picks}) | {median['loop']:.2f}"
-                          f"{note['loop']} | {median['loop'] / median['auto']:.2f} | "
-                          f"{median['auto'] / best:.2f} |", flush=True)
+                    print(
+                        f"| {model_name} | {layer} | {method} | {k} | "
+                        f"{median['forward']:.2f} | {median['reverse']:.2f}{note['reverse']} "
+                        f"| {median['auto']:.2f} ({picks}) | {median['loop']:.2f}"
+                        f"{note['loop']} | {median['loop'] / median['auto']:.2f} | "
+                        f"{median['auto'] / best:.2f} |",
+                        flush=True,
+                    )
     if args.memory:
         print("\n| model | layer | method | K | mode | peak GiB |")
         print("|---|---|---|---|---|---|")
         for model_name in args.models:
             for layer in args.layers:
                 for k, autodiff in [(100, "reverse"), (1000, "forward"), (1000, "auto")]:
-                    peak = peak_memory_bytes(__file__, model_name, layer, k, "gradcam",
-                                             autodiff, args.device) / GIB
-                    print(f"| {model_name} | {layer} | gradcam | {k} | {autodiff} | "
-                          f"{peak:.2f} |", flush=True)
+                    peak = (
+                        peak_memory_bytes(
+                            __file__, model_name, layer, k, "gradcam", autodiff, args.device
+                        )
+                        / GIB
+                    )
+                    print(
+                        f"| {model_name} | {layer} | gradcam | {k} | {autodiff} | {peak:.2f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

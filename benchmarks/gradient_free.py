@@ -25,7 +25,7 @@ import gradcam_func as gf
 from _timing import once_seconds, peak_memory_bytes, report_peak
 from resnet import resnet50
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def activations(model, layer, x):
@@ -55,7 +55,7 @@ def ablation_loop(model, layer, x, classes, group=32):
                 ablated[torch.arange(stop - start), torch.arange(start, stop)] = value
                 handle = module.register_forward_hook(lambda *_, ablated=ablated: ablated)
                 with torch.no_grad():
-                    scores = model(x[b:b + 1].expand(stop - start, -1, -1, -1))[:, cls]
+                    scores = model(x[b : b + 1].expand(stop - start, -1, -1, -1))[:, cls]
                 handle.remove()
                 weights[b, start:stop] = (original[b] - scores) / original[b]
         maps.append((weights[..., None, None] * acts).sum(1, keepdim=True))
@@ -67,8 +67,9 @@ def score_loop(model, layer, x, classes, group=32):
     acts = activations(model, layer, x)
     low = acts.flatten(2).min(-1).values[..., None, None]
     high = acts.flatten(2).max(-1).values[..., None, None]
-    masks = F.interpolate((acts - low) / (high - low + 1e-8), size=x.shape[-2:],
-                          mode="bilinear", align_corners=False)
+    masks = F.interpolate(
+        (acts - low) / (high - low + 1e-8), size=x.shape[-2:], mode="bilinear", align_corners=False
+    )
     b, c = acts.shape[:2]
     masked = (masks.unsqueeze(2) * x.unsqueeze(1)).reshape(b * c, *x.shape[1:])
     owner = torch.arange(b).repeat_interleave(c)
@@ -76,8 +77,12 @@ def score_loop(model, layer, x, classes, group=32):
     with torch.no_grad():
         logits = model(x)
         for cls in classes:
-            gains = torch.cat([model(masked[i:i + group])[:, cls] - logits[owner[i:i + group], cls]
-                               for i in range(0, b * c, group)])
+            gains = torch.cat(
+                [
+                    model(masked[i : i + group])[:, cls] - logits[owner[i : i + group], cls]
+                    for i in range(0, b * c, group)
+                ]
+            )
             weights = gains.view(b, c).softmax(-1)
             maps.append((weights[..., None, None] * acts).sum(1, keepdim=True))
     return torch.stack(maps)
@@ -85,8 +90,15 @@ def score_loop(model, layer, x, classes, group=32):
 
 def ours(method, model, layer, x, classes, batch_size):
     convention = "pytorch-grad-cam" if method == "ablationcam" else "torchcam"
-    return gf.cam(model, layer, x, targets=classes, method=method, convention=convention,
-                  batch_size=batch_size)
+    return gf.cam(
+        model,
+        layer,
+        x,
+        targets=classes,
+        method=method,
+        convention=convention,
+        batch_size=batch_size,
+    )
 
 
 def setup(size, batch):
@@ -114,31 +126,59 @@ def main():
         return
     model, x = setup(args.size, args.batch)
     rows = []
-    for method, loop, who in [("ablationcam", ablation_loop, "pytorch-grad-cam's loop"),
-                              ("scorecam", score_loop, "torchcam's loop")]:
+    for method, loop, who in [
+        ("ablationcam", ablation_loop, "pytorch-grad-cam's loop"),
+        ("scorecam", score_loop, "torchcam's loop"),
+    ]:
         for layer in args.layers:
-            torch.testing.assert_close(ours(method, model, layer, x, [3], args.chunk),
-                                       loop(model, layer, x, [3]), rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(
+                ours(method, model, layer, x, [3], args.chunk),
+                loop(model, layer, x, [3]),
+                rtol=1e-3,
+                atol=1e-3,
+            )
             theirs_one = once_seconds(functools.partial(loop, model, layer, x, [3]))
             for k in (1, 10):
                 classes = list(range(k))
-                mine = once_seconds(functools.partial(ours, method, model, layer, x, classes,
-                                                         args.chunk))
+                mine = once_seconds(
+                    functools.partial(ours, method, model, layer, x, classes, args.chunk)
+                )
                 theirs = theirs_one * k
-                memory = [peak_memory_bytes(__file__.split("/")[-1], method, side, layer, k,
-                                            args.size, args.batch, args.chunk) / GIB
-                          for side in ("ours", "loop")] if k == 1 else [None, None]
+                memory = (
+                    [
+                        peak_memory_bytes(
+                            __file__.split("/")[-1],
+                            method,
+                            side,
+                            layer,
+                            k,
+                            args.size,
+                            args.batch,
+                            args.chunk,
+                        )
+                        / GIB
+                        for side in ("ours", "loop")
+                    ]
+                    if k == 1
+                    else [None, None]
+                )
                 rows.append((method, layer, k, mine, theirs, who, memory))
-    print(f"ResNet-50, {args.size}x{args.size}, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads, gradcam_func batch_size={args.chunk}")
-    print("| method | layer | K | gradcam_func (s) | the libraries' loop (s) | ratio | "
-          "peak GiB (ours / loop) |")
+    print(
+        f"ResNet-50, {args.size}x{args.size}, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, gradcam_func batch_size={args.chunk}"
+    )
+    print(
+        "| method | layer | K | gradcam_func (s) | the libraries' loop (s) | ratio | "
+        "peak GiB (ours / loop) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for method, layer, k, mine, theirs, who, memory in rows:
         est = "" if k == 1 else " est."
         peak = "" if memory[0] is None else f"{memory[0]:.2f} / {memory[1]:.2f}"
-        print(f"| {method} | {layer} | {k} | {mine:.1f} | {theirs:.1f}{est} ({who}) | "
-              f"{theirs / mine:.1f}x | {peak} |")
+        print(
+            f"| {method} | {layer} | {k} | {mine:.1f} | {theirs:.1f}{est} ({who}) | "
+            f"{theirs / mine:.1f}x | {peak} |"
+        )
 
 
 if __name__ == "__main__":

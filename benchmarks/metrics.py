@@ -33,7 +33,7 @@ def deletion_loop(model, x, cams, classes, steps):
                 order = up.flatten().argsort(descending=True, stable=True)
                 for i in range(steps + 1):
                     image = x[b].clone().flatten(1)
-                    image[:, order[:i * units // steps]] = 0
+                    image[:, order[: i * units // steps]] = 0
                     curves[k, b, i] = model(image.reshape(1, *x.shape[1:])).softmax(1)[0, cls]
     return curves
 
@@ -67,19 +67,32 @@ def main():
     classes = list(range(args.k))
     cams = gf.grad_cam(model, "layer4", x, targets=classes)
 
-    ours = lambda: gf.metrics.deletion(model, x, cams, targets=classes, steps=args.steps,
-                                       baseline="zero", batch_size=args.chunk)
+    ours = lambda: gf.metrics.deletion(
+        model, x, cams, targets=classes, steps=args.steps, baseline="zero", batch_size=args.chunk
+    )
     loop = lambda: deletion_loop(model, x, cams, classes, args.steps)
     torch.testing.assert_close(ours()[0], loop(), rtol=1e-4, atol=1e-5)
-    rows = [("deletion", f"B={args.batch}, K={args.k}, S={args.steps}, {args.size}px",
-             once_seconds(ours), once_seconds(loop))]
+    rows = [
+        (
+            "deletion",
+            f"B={args.batch}, K={args.k}, S={args.steps}, {args.size}px",
+            once_seconds(ours),
+            once_seconds(loop),
+        )
+    ]
 
     check = gf.metrics.parameter_randomization(model, "layer4", x, 3)
     names = check.names
     ours = lambda: gf.metrics.parameter_randomization(model, "layer4", x, 3)
     loop = lambda: randomization_loop(model, "layer4", x, 3, names)
-    rows.append(("cascading randomization", f"B={args.batch}, {len(names)} stages, 1 draw",
-                 once_seconds(ours), once_seconds(loop)))
+    rows.append(
+        (
+            "cascading randomization",
+            f"B={args.batch}, {len(names)} stages, 1 draw",
+            once_seconds(ours),
+            once_seconds(loop),
+        )
+    )
 
     print(f"ResNet-18 `layer4`, {torch.get_num_threads()} threads")
     print("| metric | setting | gradcam_func (s) | one at a time (s) | ratio |")

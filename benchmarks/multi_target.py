@@ -21,7 +21,7 @@ from _timing import median_seconds, once_seconds, peak_memory_bytes, report_peak
 from resnet import resnet18, resnet50
 
 MODELS = {"resnet18": resnet18, "resnet50": resnet50}
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def setup(model_name, batch, seed=0):
@@ -44,12 +44,14 @@ def captum_repeated(model, layer, x, k):
     explainer = LayerGradCam(model, layer)
     repeated = x.repeat(k, *([1] * (x.ndim - 1)))
     classes = torch.arange(k).repeat_interleave(len(x))
-    return lambda: explainer.attribute(repeated, classes).detach().reshape(
-        k, len(x), *x.shape[:0], 1, -1)
+    return lambda: (
+        explainer.attribute(repeated, classes).detach().reshape(k, len(x), *x.shape[:0], 1, -1)
+    )
 
 
 def raw_autograd(model, layer, x, k):
     """What one writes by hand: a hook, one forward, batched autograd.grad, the formula."""
+
     def run():
         captured = []
         handle = layer.register_forward_hook(lambda m, i, out: captured.append(out))
@@ -63,11 +65,16 @@ def raw_autograd(model, layer, x, k):
         (grads,) = torch.autograd.grad(output, acts, cotangents, is_grads_batched=True)
         weights = grads.mean((3, 4), keepdim=True)
         return (weights * acts.detach()).sum(2, keepdim=True)
+
     return run
 
 
-METHODS = {"gradcam_func": ours, "raw_autograd": raw_autograd,
-           "captum_loop": captum_loop, "captum_repeated": captum_repeated}
+METHODS = {
+    "gradcam_func": ours,
+    "raw_autograd": raw_autograd,
+    "captum_loop": captum_loop,
+    "captum_repeated": captum_repeated,
+}
 
 
 def method_fn(name, model, layer_name, x, k, chunk_size=None):
@@ -94,8 +101,10 @@ def ratio(a, b):
 
 
 def time_table(models, layers, batches, ks, loop_once_up_to):
-    print("| model | layer | B | K | gradcam_func s | raw autograd s | Captum loop s "
-          "| Captum repeated s | loop / ours | raw / ours | repeated / ours |")
+    print(
+        "| model | layer | B | K | gradcam_func s | raw autograd s | Captum loop s "
+        "| Captum repeated s | loop / ours | raw / ours | repeated / ours |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model_name in models:
         for batch in batches:
@@ -115,12 +124,18 @@ def time_table(models, layers, batches, ks, loop_once_up_to):
                         t_loop, loop_note = once_seconds(loop), " (1 run)"
                     else:
                         t_loop, loop_note = per_target * k, " (est.)"
-                    t_rep = (median_seconds(method_fn("captum_repeated", model, layer, x, k))
-                             if k * batch <= 80 else None)
-                    print(f"| {model_name} | {layer} | {batch} | {k} | {fmt(t_ours)} | "
-                          f"{fmt(t_raw)} | {fmt(t_loop)}{loop_note} | {fmt(t_rep)} | "
-                          f"{ratio(t_loop, t_ours)} | {ratio(t_raw, t_ours)} | "
-                          f"{ratio(t_rep, t_ours)} |", flush=True)
+                    t_rep = (
+                        median_seconds(method_fn("captum_repeated", model, layer, x, k))
+                        if k * batch <= 80
+                        else None
+                    )
+                    print(
+                        f"| {model_name} | {layer} | {batch} | {k} | {fmt(t_ours)} | "
+                        f"{fmt(t_raw)} | {fmt(t_loop)}{loop_note} | {fmt(t_rep)} | "
+                        f"{ratio(t_loop, t_ours)} | {ratio(t_raw, t_ours)} | "
+                        f"{ratio(t_rep, t_ours)} |",
+                        flush=True,
+                    )
 
 
 def chunk_table(models, layers, batch, k, chunk_sizes):
@@ -133,8 +148,11 @@ def chunk_table(models, layers, batch, k, chunk_sizes):
             for chunk in chunk_sizes:
                 fn = method_fn("gradcam_func", model, layer, x, k, chunk)
                 fn()  # warm the shape cache
-                print(f"| {model_name} | {layer} | {batch} | {k} | {chunk} | "
-                      f"{once_seconds(fn):.3f} |", flush=True)
+                print(
+                    f"| {model_name} | {layer} | {batch} | {k} | {chunk} | "
+                    f"{once_seconds(fn):.3f} |",
+                    flush=True,
+                )
 
 
 def memory_table(configs):
@@ -142,8 +160,10 @@ def memory_table(configs):
     print("|---|---|---|---|---|---|---|")
     for model_name, layer, batch, k, method, chunk in configs:
         peak = peak_memory_bytes(__file__, model_name, layer, batch, k, method, chunk)
-        print(f"| {model_name} | {layer} | {batch} | {k} | {method} | {chunk} | "
-              f"{peak / GIB:.2f} |", flush=True)
+        print(
+            f"| {model_name} | {layer} | {batch} | {k} | {method} | {chunk} | {peak / GIB:.2f} |",
+            flush=True,
+        )
 
 
 def measure_peak(model_name, layer, batch, k, method, chunk):
@@ -162,8 +182,13 @@ def main(argv=None):
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 10, 100])
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-time", action="store_true")
-    parser.add_argument("--chunks", nargs="+", type=int, metavar="CHUNK_SIZE",
-                        help="only time gradcam_func at batch 8, K=max(--ks), per chunk size")
+    parser.add_argument(
+        "--chunks",
+        nargs="+",
+        type=int,
+        metavar="CHUNK_SIZE",
+        help="only time gradcam_func at batch 8, K=max(--ks), per chunk size",
+    )
     parser.add_argument("--peak-of", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peak_of:
@@ -174,8 +199,13 @@ def main(argv=None):
     if args.chunks:
         return chunk_table(args.models, args.layers, 8, max(args.ks), args.chunks)
     if not args.no_time:
-        time_table(args.models, args.layers, args.batches, args.ks,
-                   loop_once_up_to={("resnet18", "layer4", 8)})
+        time_table(
+            args.models,
+            args.layers,
+            args.batches,
+            args.ks,
+            loop_once_up_to={("resnet18", "layer4", 8)},
+        )
     if not args.no_memory:
         print()
         configs = []

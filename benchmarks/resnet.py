@@ -47,8 +47,9 @@ class Bottleneck(nn.Module):
 def _downsample(inplanes, outplanes, stride):
     if stride == 1 and inplanes == outplanes:
         return None
-    return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride, bias=False),
-                         nn.BatchNorm2d(outplanes))
+    return nn.Sequential(
+        nn.Conv2d(inplanes, outplanes, 1, stride, bias=False), nn.BatchNorm2d(outplanes)
+    )
 
 
 class ResNet(nn.Module):

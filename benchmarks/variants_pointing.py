@@ -46,14 +46,15 @@ def main():
             scores[method].append(gf.metrics.pointing_game(maps, masks).float().mean().item())
             all_maps.append(maps[:5])
         if args.picture and seed == args.seeds[0]:
-            gf.viz.save_grid(test_images[:5], torch.stack(all_maps), args.picture,
-                             [methods] * 5)
+            gf.viz.save_grid(test_images[:5], torch.stack(all_maps), args.picture, [methods] * 5)
     print(f"| method | pointing game (mean over seeds {args.seeds}) | per seed | seconds |")
     print("|---|---|---|---|")
     for method, values in scores.items():
-        print(f"| {method} | {sum(values) / len(values):.3f} | "
-              f"{', '.join(f'{v:.3f}' for v in values)} | "
-              f"{sum(seconds[method]) / len(seconds[method]):.2f} |")
+        print(
+            f"| {method} | {sum(values) / len(values):.3f} | "
+            f"{', '.join(f'{v:.3f}' for v in values)} | "
+            f"{sum(seconds[method]) / len(seconds[method]):.2f} |"
+        )
 
 
 if __name__ == "__main__":

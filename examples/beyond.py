@@ -25,7 +25,7 @@ def signals(n, generator):
     x = 0.3 * torch.randn(n, 1, 128, generator=generator)
     centres = torch.randint(16, 112, (n,), generator=generator)
     t = torch.arange(128.0)
-    bumps = torch.exp(-((t[None] - centres[:, None]) ** 2) / (2 * 4.0 ** 2))
+    bumps = torch.exp(-((t[None] - centres[:, None]) ** 2) / (2 * 4.0**2))
     x[:, 0] += 1.5 * bumps * labels[:, None]
     return x, labels, (bumps > 0.5)[:, None]
 
@@ -49,19 +49,28 @@ def clips(n, generator):
     for i in range(n):
         for t in range(8):
             col = 1 + t if labels[i] == 1 else 9 - t
-            masks[i, 0, t, rows[i]:rows[i] + 4, col:col + 4] = True
+            masks[i, 0, t, rows[i] : rows[i] + 4, col : col + 4] = True
     x = torch.where(masks.expand_as(x), torch.tensor(0.9), x)
     return x, labels, masks
 
 
 def model_for(kind):
     conv = {"signal": nn.Conv1d, "volume": nn.Conv3d, "video": nn.Conv3d}[kind]
-    pool = {"signal": nn.AdaptiveAvgPool1d, "volume": nn.AdaptiveAvgPool3d,
-            "video": nn.AdaptiveAvgPool3d}[kind]
+    pool = {
+        "signal": nn.AdaptiveAvgPool1d,
+        "volume": nn.AdaptiveAvgPool3d,
+        "video": nn.AdaptiveAvgPool3d,
+    }[kind]
     channels = 3 if kind == "video" else 1
-    return nn.Sequential(conv(channels, 8, 3, padding=1), nn.ReLU(),
-                         conv(8, 16, 3, padding=1), nn.ReLU(), pool(1), nn.Flatten(),
-                         nn.Linear(16, 2))
+    return nn.Sequential(
+        conv(channels, 8, 3, padding=1),
+        nn.ReLU(),
+        conv(8, 16, 3, padding=1),
+        nn.ReLU(),
+        pool(1),
+        nn.Flatten(),
+        nn.Linear(16, 2),
+    )
 
 
 def train(model, x, y, steps=150):
@@ -95,8 +104,7 @@ def main(argv=None):
         cams = gf.grad_cam(model, "2", test_x[positive], 1, relu=True)
         hits = gf.metrics.pointing_game(cams, test_masks[positive][:, 0]).float().mean()
         results[kind] = (accuracy, hits.item())
-        print(f"{kind:<7} test accuracy {accuracy:.3f}, CAM peak on the object "
-              f"{hits:.3f}")
+        print(f"{kind:<7} test accuracy {accuracy:.3f}, CAM peak on the object {hits:.3f}")
         first = test_x[positive][0]
         path = os.path.join(args.out, f"beyond_{kind}.png")
         if kind == "signal":

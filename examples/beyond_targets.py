@@ -39,11 +39,15 @@ class MultiTask(ShapesNet):
     def forward(self, x):
         features = self.features(x)
         embedding = features.mean((2, 3))
-        segmentation = nn.functional.interpolate(self.segment(features), size=(SIZE, SIZE),
-                                                 mode="bilinear", align_corners=False)
-        return {"logits": self.fc(embedding)[:, None],
-                "pred_boxes": self.box(features).sigmoid()[:, None],
-                "segmentation": segmentation, "embedding": embedding}
+        segmentation = nn.functional.interpolate(
+            self.segment(features), size=(SIZE, SIZE), mode="bilinear", align_corners=False
+        )
+        return {
+            "logits": self.fc(embedding)[:, None],
+            "pred_boxes": self.box(features).sigmoid()[:, None],
+            "segmentation": segmentation,
+            "embedding": embedding,
+        }
 
 
 def cxcywh(boxes):
@@ -66,11 +70,13 @@ def train(images, labels, boxes, *, epochs=15, seed=0, batch_size=64):
     for _ in range(epochs):
         order = torch.randperm(len(images))
         for start in range(0, len(images), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             out = model(images[batch])
-            loss = (nn.functional.cross_entropy(out["logits"][:, 0], labels[batch])
-                    + 5 * nn.functional.l1_loss(out["pred_boxes"][:, 0], where[batch])
-                    + nn.functional.cross_entropy(out["segmentation"], regions[batch]))
+            loss = (
+                nn.functional.cross_entropy(out["logits"][:, 0], labels[batch])
+                + 5 * nn.functional.l1_loss(out["pred_boxes"][:, 0], where[batch])
+                + nn.functional.cross_entropy(out["segmentation"], regions[batch])
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -95,8 +101,9 @@ def explain(model, images, labels, boxes, references):
     for cls in labels.unique().tolist():
         chosen = (labels == cls).nonzero()[:, 0]
         kinds = targets_for(cls, boxes[chosen], references)
-        cams = gf.grad_cam(model, "conv3", images[chosen], targets=list(kinds.values()),
-                           relu=True)  # (kinds, n, 1, 10, 10)
+        cams = gf.grad_cam(
+            model, "conv3", images[chosen], targets=list(kinds.values()), relu=True
+        )  # (kinds, n, 1, 10, 10)
         for kind, cam in zip(kinds, cams, strict=True):
             upsampled = gf.interpolate(cam, (SIZE, SIZE), mode="bilinear")
             maps.setdefault(kind, torch.empty(len(images), 1, SIZE, SIZE))[chosen] = upsampled
@@ -119,13 +126,17 @@ def main(argv=None):
     predicted = _cxcywh_to_xyxy(test_out["pred_boxes"][:, 0])
     overlap = gt.box_iou(test_boxes.float() / SIZE, predicted)
     matched = overlap.diagonal() > 0.5  # the detection target scores 0 elsewhere
-    print(f"classification accuracy {accuracy:.3f}, mean box IoU "
-          f"{overlap.diagonal().mean().item():.3f}, boxes matched (IoU > 0.5) "
-          f"{matched.float().mean().item():.3f}")
+    print(
+        f"classification accuracy {accuracy:.3f}, mean box IoU "
+        f"{overlap.diagonal().mean().item():.3f}, boxes matched (IoU > 0.5) "
+        f"{matched.float().mean().item():.3f}"
+    )
     maps = explain(model, test_images, test_labels, test_boxes, references)
     masks = gf.metrics.box_masks(test_boxes, (SIZE, SIZE))
-    maps_and_blob = {**maps, "centre blob": baselines(len(test_images), SIZE, args.seed)
-                     ["centre blob"]}
+    maps_and_blob = {
+        **maps,
+        "centre blob": baselines(len(test_images), SIZE, args.seed)["centre blob"],
+    }
     results = {}
     for kind, cams in maps_and_blob.items():
         hits = gf.metrics.pointing_game(cams, masks)
@@ -137,10 +148,13 @@ def main(argv=None):
         print(line)
     os.makedirs(args.out, exist_ok=True)
     first = slice(0, 4)
-    gf.viz.save_grid(test_images[first], torch.stack([m[first, 0] for m in maps.values()]),
-                     os.path.join(args.out, "beyond_targets.png"),
-                     [list(maps)] * 4,
-                     image_titles=[CLASSES[c] for c in test_labels[first].tolist()])
+    gf.viz.save_grid(
+        test_images[first],
+        torch.stack([m[first, 0] for m in maps.values()]),
+        os.path.join(args.out, "beyond_targets.png"),
+        [list(maps)] * 4,
+        image_titles=[CLASSES[c] for c in test_labels[first].tolist()],
+    )
     return {"accuracy": accuracy, "pointing": results}
 
 

@@ -33,10 +33,10 @@ def make_data(n, generator, spurious):
     corner = labels.bool() if spurious else torch.rand(n, generator=generator) < 0.5
     for i in range(n):
         y, x = torch.randint(5, SIZE - 5, (2,), generator=generator).tolist()
-        masks[i, y - 2:y + 3, x - 2:x + 3] = 1
-        images[i, 0, y - 2:y + 3, x - 2:x + 3] = 0.8
+        masks[i, y - 2 : y + 3, x - 2 : x + 3] = 1
+        images[i, 0, y - 2 : y + 3, x - 2 : x + 3] = 0.8
         if labels[i] == 0:
-            images[i, 0, y - 1:y + 2, x - 1:x + 2] = 0.1
+            images[i, 0, y - 1 : y + 2, x - 1 : x + 2] = 0.1
         if corner[i]:
             images[i, 0, :3, :3] = 1.0
     return images, labels, masks
@@ -82,15 +82,17 @@ def train(penalty, steps, seed, data, log=print):
     for step in range(steps):
         batch = torch.randint(len(images), (64,))
         grads, (ce, outside) = torch.func.grad(objective, has_aux=True)(
-            {k: v.detach() for k, v in params.items()}, images[batch], labels[batch],
-            masks[batch])
+            {k: v.detach() for k, v in params.items()}, images[batch], labels[batch], masks[batch]
+        )
         for name, value in params.items():
             value.grad = grads[name]
         optimizer.step()
         history.append((ce.item(), outside.item()))
         if step % max(steps // 5, 1) == 0 or step == steps - 1:
-            log(f"  step {step:4d}  cross-entropy {ce.item():.3f}  "
-                f"CAM mass outside the object {outside.item():.3f}")
+            log(
+                f"  step {step:4d}  cross-entropy {ce.item():.3f}  "
+                f"CAM mass outside the object {outside.item():.3f}"
+            )
     return model.eval(), history
 
 
@@ -118,8 +120,10 @@ def main(argv=None, log=print):
         model, history = train(penalty, args.steps, args.seed, train_data, log)
         accuracy, inside = evaluate(model, test_data)
         results[name] = dict(history=history, accuracy=accuracy, inside=inside)
-        log(f"  test accuracy (corner cue random) {accuracy:.3f}, "
-            f"CAM mass inside the object {inside:.3f}\n")
+        log(
+            f"  test accuracy (corner cue random) {accuracy:.3f}, "
+            f"CAM mass inside the object {inside:.3f}\n"
+        )
     return results
 
 

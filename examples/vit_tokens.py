@@ -27,9 +27,14 @@ class TinyViT(nn.Module):
         self.patch = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls = nn.Parameter(0.02 * torch.randn(1, 1, dim))
         self.pos = nn.Parameter(0.02 * torch.randn(1, 1 + grid * grid, dim))
-        self.blocks = nn.Sequential(*[
-            nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.0, batch_first=True,
-                                       norm_first=True) for _ in range(2)])
+        self.blocks = nn.Sequential(
+            *[
+                nn.TransformerEncoderLayer(
+                    dim, 4, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
+                )
+                for _ in range(2)
+            ]
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
@@ -67,10 +72,13 @@ def main(argv=None):
     top, classes = gf.cam(model, "blocks.0", shown, targets=gf.top_k(2), **options)
     with torch.no_grad():
         scores = model(shown).softmax(1)
-    titles = [[f"{CLASSES[c]} {scores[i, c]:.2f}" for c in classes[:, i].tolist()]
-              for i in range(len(shown))]
-    gf.viz.save_grid(shown, top, args.out, titles,
-                     image_titles=[f"true: {CLASSES[c]}" for c in test_labels[:4]])
+    titles = [
+        [f"{CLASSES[c]} {scores[i, c]:.2f}" for c in classes[:, i].tolist()]
+        for i in range(len(shown))
+    ]
+    gf.viz.save_grid(
+        shown, top, args.out, titles, image_titles=[f"true: {CLASSES[c]}" for c in test_labels[:4]]
+    )
     print(f"wrote {args.out}")
 
 

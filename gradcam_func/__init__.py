@@ -15,10 +15,26 @@ from ._targets import top_k
 from .ops import normalize
 
 __all__ = [
-    "grad_cam", "layer_vjp", "top_k", "cam", "smooth_cam", "augmented_cam", "fuse_layers",
-    "default_layer", "LayerChoiceWarning", "guided_backprop", "guided_grad_cam",
-    "interpolate", "normalize", "explain_dataset", "load_cams", "methods", "metrics", "ops",
-    "targets", "viz",
+    "grad_cam",
+    "layer_vjp",
+    "top_k",
+    "cam",
+    "smooth_cam",
+    "augmented_cam",
+    "fuse_layers",
+    "default_layer",
+    "LayerChoiceWarning",
+    "guided_backprop",
+    "guided_grad_cam",
+    "interpolate",
+    "normalize",
+    "explain_dataset",
+    "load_cams",
+    "methods",
+    "metrics",
+    "ops",
+    "targets",
+    "viz",
     "GradCamError",
 ]
 __version__ = "0.1.0"

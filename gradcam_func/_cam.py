@@ -25,8 +25,10 @@ DEFAULT_NOISE = 2.0  # SS-CAM's noise on the [0, 1] masks, torchcam's default
 def _eigen_options(method, convention):
     """Eigen-CAM's centering and sign: the paper's (neither centered nor signed by the
     SVD) or pytorch-grad-cam's (centered, the SVD's sign); EigenGrad-CAM is centered."""
-    return dict(center=method == "eigengradcam" or convention == "pytorch-grad-cam",
-                fix_sign=convention != "pytorch-grad-cam")
+    return dict(
+        center=method == "eigengradcam" or convention == "pytorch-grad-cam",
+        fix_sign=convention != "pytorch-grad-cam",
+    )
 
 
 def _gradient_method(method, convention, acts, grads, *, layout, relu, sum_channels):
@@ -37,11 +39,30 @@ def _gradient_method(method, convention, acts, grads, *, layout, relu, sum_chann
     return compute(acts, grads, relu=relu, sum_channels=sum_channels)
 
 
-def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
-        additional_forward_args=None, params=None, attribute_to_layer_input=False,
-        relu=False, sum_channels=True, chunk_size="auto", channel_axis=1, token_grid=None,
-        prefix_tokens=0, batch_size=None, convention="paper", samples=None, noise=None,
-        generator=None, autodiff="auto"):
+def cam(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    method="gradcam",
+    targets=None,
+    additional_forward_args=None,
+    params=None,
+    attribute_to_layer_input=False,
+    relu=False,
+    sum_channels=True,
+    chunk_size="auto",
+    channel_axis=1,
+    token_grid=None,
+    prefix_tokens=0,
+    batch_size=None,
+    convention="paper",
+    samples=None,
+    noise=None,
+    generator=None,
+    autodiff="auto",
+):
     """A CAM of ``model`` at ``layer`` by ``method``, with ``grad_cam``'s contract.
 
     method: a gradient method, "gradcam" (equal to ``grad_cam``), "gradcam++",
@@ -74,40 +95,82 @@ def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
             f"cam(..., method={method!r}): expected one of {', '.join(map(repr, METHODS))}."
         )
     kind = METHODS[method].kind
-    check_convention(method, convention, call) if kind in ("masking", "ablation") else \
-        _check_eigen_convention(method, convention, call)
+    check_convention(method, convention, call) if kind in (
+        "masking",
+        "ablation",
+    ) else _check_eigen_convention(method, convention, call)
     first = inputs[0] if isinstance(inputs, tuple) else inputs
     image_size = tuple(first.shape[2:]) if isinstance(first, torch.Tensor) else None
-    layout = functools.partial(to_channels_first, channel_axis=channel_axis,
-                               token_grid=token_grid, prefix_tokens=prefix_tokens,
-                               image_size=image_size)
+    layout = functools.partial(
+        to_channels_first,
+        channel_axis=channel_axis,
+        token_grid=token_grid,
+        prefix_tokens=prefix_tokens,
+        image_size=image_size,
+    )
     if method in ("eigengradcam", "eigencam") and not sum_channels:
-        raise GradCamError(f"cam(..., method={method!r}, sum_channels=False): the principal "
-                           "component is one map, not one per channel. Drop sum_channels.")
+        raise GradCamError(
+            f"cam(..., method={method!r}, sum_channels=False): the principal "
+            "component is one map, not one per channel. Drop sum_channels."
+        )
     if kind == "gradient":
-        cam_from = functools.partial(_gradient_method, method, convention, layout=layout,
-                                     relu=relu, sum_channels=sum_channels)
-        forward = ForwardSpec(method, relu, sum_channels, autodiff,
-                              channel_axis == 1 and token_grid is None)
-        return explain(cam_from, model, layer, inputs, target, targets=targets,
-                       additional_forward_args=additional_forward_args, params=params,
-                       attribute_to_layer_input=attribute_to_layer_input,
-                       chunk_size=chunk_size, call=call, forward=forward)
+        cam_from = functools.partial(
+            _gradient_method,
+            method,
+            convention,
+            layout=layout,
+            relu=relu,
+            sum_channels=sum_channels,
+        )
+        forward = ForwardSpec(
+            method, relu, sum_channels, autodiff, channel_axis == 1 and token_grid is None
+        )
+        return explain(
+            cam_from,
+            model,
+            layer,
+            inputs,
+            target,
+            targets=targets,
+            additional_forward_args=additional_forward_args,
+            params=params,
+            attribute_to_layer_input=attribute_to_layer_input,
+            chunk_size=chunk_size,
+            call=call,
+            forward=forward,
+        )
     if layer is None:
         args = (inputs if isinstance(inputs, tuple) else (inputs,)) + as_args_tuple(
-            additional_forward_args)
+            additional_forward_args
+        )
         layer = choose_layer(prepare_model(model, call), None, args, call)
     if autodiff == "forward":
-        raise GradCamError(f"cam(..., method={method!r}, autodiff='forward'): {method} takes "
-                           "no gradient; autodiff applies to the gradient methods.")
+        raise GradCamError(
+            f"cam(..., method={method!r}, autodiff='forward'): {method} takes "
+            "no gradient; autodiff applies to the gradient methods."
+        )
     if isinstance(layer, list):  # gradient-free: each layer needs forwards of its own
-        return _per_layer(model, layer, inputs, target, method=method, targets=targets,
-                          additional_forward_args=additional_forward_args, params=params,
-                          attribute_to_layer_input=attribute_to_layer_input, relu=relu,
-                          sum_channels=sum_channels, channel_axis=channel_axis,
-                          token_grid=token_grid, prefix_tokens=prefix_tokens,
-                          batch_size=batch_size, convention=convention, samples=samples,
-                          noise=noise, generator=generator)
+        return _per_layer(
+            model,
+            layer,
+            inputs,
+            target,
+            method=method,
+            targets=targets,
+            additional_forward_args=additional_forward_args,
+            params=params,
+            attribute_to_layer_input=attribute_to_layer_input,
+            relu=relu,
+            sum_channels=sum_channels,
+            channel_axis=channel_axis,
+            token_grid=token_grid,
+            prefix_tokens=prefix_tokens,
+            batch_size=batch_size,
+            convention=convention,
+            samples=samples,
+            noise=noise,
+            generator=generator,
+        )
     if attribute_to_layer_input:
         raise GradCamError(
             f"cam(..., method={method!r}, attribute_to_layer_input=True): {method} weighs "
@@ -116,35 +179,68 @@ def cam(model, layer, inputs, target=None, *, method="gradcam", targets=None,
         )
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GradCamError(f"cam(..., batch_size={batch_size!r}): expected a positive int "
-                           "(perturbed copies per forward).")
+        raise GradCamError(
+            f"cam(..., batch_size={batch_size!r}): expected a positive int "
+            "(perturbed copies per forward)."
+        )
     with _eager_no_grad():
-        output, acts = forward_with(model, layer, inputs,
-                                    additional_forward_args=additional_forward_args,
-                                    params=params, call=call)
+        output, acts = forward_with(
+            model,
+            layer,
+            inputs,
+            additional_forward_args=additional_forward_args,
+            params=params,
+            call=call,
+        )
         if len(acts) != 1:
-            raise GradCamError(f"cam(..., layer=..., method={method!r}): the layer's output "
-                               f"holds {len(acts)} tensors; {method} needs one.")
+            raise GradCamError(
+                f"cam(..., layer=..., method={method!r}): the layer's output "
+                f"holds {len(acts)} tensors; {method} needs one."
+            )
         native = acts[0]
         channels_first = layout(native)
         if kind == "eigen" and target is None and targets is None:  # nothing to check
-            cam_map = METHODS[method].compute(channels_first, relu=relu,
-                                              **_eigen_options(method, convention))
+            cam_map = METHODS[method].compute(
+                channels_first, relu=relu, **_eigen_options(method, convention)
+            )
             return cam_map
         scores = TargetScores(output, target, targets, batch_size_of(inputs), call)
         if kind == "eigen":
-            one = METHODS[method].compute(channels_first, relu=relu,
-                                          **_eigen_options(method, convention))
+            one = METHODS[method].compute(
+                channels_first, relu=relu, **_eigen_options(method, convention)
+            )
             cams = one[None].expand(len(scores.targets), *one.shape)
         else:
             if kind == "masking":
-                weights = _masking(method, model, inputs, channels_first, scores, params,
-                                   additional_forward_args, convention, samples, noise,
-                                   batch_size, generator, call)
+                weights = _masking(
+                    method,
+                    model,
+                    inputs,
+                    channels_first,
+                    scores,
+                    params,
+                    additional_forward_args,
+                    convention,
+                    samples,
+                    noise,
+                    batch_size,
+                    generator,
+                    call,
+                )
             else:
-                weights = _ablation(model, layer, inputs, native, scores, params,
-                                    additional_forward_args, channel_axis, convention,
-                                    batch_size, call)
+                weights = _ablation(
+                    model,
+                    layer,
+                    inputs,
+                    native,
+                    scores,
+                    params,
+                    additional_forward_args,
+                    channel_axis,
+                    convention,
+                    batch_size,
+                    call,
+                )
             cams = _weigh(weights, channels_first, sum_channels, relu)
     result = cams if scores.stacked else cams[0]
     return result if scores.classes is None else (result, scores.classes)
@@ -154,18 +250,24 @@ def _per_layer(model, layers, inputs, target, **options):
     """A gradient-free method at several layers: one call per layer; top_k's classes
     come back once."""
     results = [cam(model, one, inputs, target, **options) for one in layers]
-    if isinstance(results[0], tuple) and len(results[0]) == 2 and \
-            isinstance(options.get("targets"), TopK):
+    if (
+        isinstance(results[0], tuple)
+        and len(results[0]) == 2
+        and isinstance(options.get("targets"), TopK)
+    ):
         return [r[0] for r in results], results[0][1]
     return results
 
 
 def _check_eigen_convention(method, convention, call):
-    offered = ("paper", "pytorch-grad-cam") if method in ("eigencam", "eigengradcam") \
-        else ("paper",)
+    offered = (
+        ("paper", "pytorch-grad-cam") if method in ("eigencam", "eigengradcam") else ("paper",)
+    )
     if convention not in offered:
-        raise GradCamError(f"cam(..., method={method!r}, convention={convention!r}): "
-                           f"{method} offers the conventions {', '.join(map(repr, offered))}.")
+        raise GradCamError(
+            f"cam(..., method={method!r}, convention={convention!r}): "
+            f"{method} offers the conventions {', '.join(map(repr, offered))}."
+        )
 
 
 def _weigh(weights, acts, sum_channels, relu):
@@ -175,8 +277,21 @@ def _weigh(weights, acts, sum_channels, relu):
     return _relu(cams) if relu else cams
 
 
-def _masking(method, model, inputs, acts, scores, params, extra, convention, samples, noise,
-             batch_size, generator, call):
+def _masking(
+    method,
+    model,
+    inputs,
+    acts,
+    scores,
+    params,
+    extra,
+    convention,
+    samples,
+    noise,
+    batch_size,
+    generator,
+    call,
+):
     xs = inputs if isinstance(inputs, tuple) else (inputs,)
     if not xs[0].is_floating_point() or xs[0].ndim != acts.ndim:
         raise GradCamError(
@@ -196,25 +311,33 @@ def _masking(method, model, inputs, acts, scores, params, extra, convention, sam
 
     def forward(masked, examples):  # the first input masked, the others as they were
         with torch.no_grad():
-            return run(model, state, (masked, *(x[examples] for x in xs[1:]), *extra),
-                       call)[0]
+            return run(model, state, (masked, *(x[examples] for x in xs[1:]), *extra), call)[0]
 
-    return masking_weights(forward, xs[0], acts, scores, method=method,
-                           convention=convention, samples=samples,
-                           noise=DEFAULT_NOISE if noise is None else noise,
-                           batch_size=batch_size, generator=generator)
+    return masking_weights(
+        forward,
+        xs[0],
+        acts,
+        scores,
+        method=method,
+        convention=convention,
+        samples=samples,
+        noise=DEFAULT_NOISE if noise is None else noise,
+        batch_size=batch_size,
+        generator=generator,
+    )
 
 
-def _ablation(model, layer, inputs, acts, scores, params, extra, channel_axis, convention,
-              batch_size, call):
+def _ablation(
+    model, layer, inputs, acts, scores, params, extra, channel_axis, convention, batch_size, call
+):
     examples = torch.arange(acts.shape[0], device=acts.device)
     options = dict(additional_forward_args=extra, params=params, call=call)
 
     def head(act):
-        return scores(forward_with(model, layer, inputs, replace=(act,), **options)[0],
-                      examples)
+        return scores(forward_with(model, layer, inputs, replace=(act,), **options)[0], examples)
 
     with torch.no_grad():
         clean = head(acts)
-        return ablation_weights(head, acts, channel_axis, clean, convention=convention,
-                                batch_size=batch_size)
+        return ablation_weights(
+            head, acts, channel_axis, clean, convention=convention, batch_size=batch_size
+        )

@@ -11,8 +11,15 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["GradCamError", "prepare_model", "resolve_layer", "as_tensor_tuple",
-           "as_args_tuple", "check_params", "model_failed"]
+__all__ = [
+    "GradCamError",
+    "prepare_model",
+    "resolve_layer",
+    "as_tensor_tuple",
+    "as_args_tuple",
+    "check_params",
+    "model_failed",
+]
 
 # Wrappers that run another module's forward: the wrapped module is what gets explained.
 _WRAPPERS = ("module", "_orig_mod")  # (Distributed)DataParallel, torch.compile
@@ -158,8 +165,11 @@ def check_params(model, params, call):
     for name, value in params.items():
         if name not in known:
             close = difflib.get_close_matches(str(name), list(known), n=3)
-            suggestion = (f"did you mean {', '.join(map(repr, close))}?" if close else
-                          f"names look like {', '.join(map(repr, list(known)[:3]))}.")
+            suggestion = (
+                f"did you mean {', '.join(map(repr, close))}?"
+                if close
+                else f"names look like {', '.join(map(repr, list(known)[:3]))}."
+            )
             raise GradCamError(
                 f"{call}(..., params={{{name!r}: ...}}): the model has no parameter or "
                 f"buffer {name!r}; {suggestion} Use the names of model.named_parameters() "
@@ -173,8 +183,9 @@ def check_params(model, params, call):
             )
 
 
-_DTYPE_WORDS = re.compile(r"dtype|type|scalar|Byte|Long|Int|Char|Bool|Half|Double|Float",
-                          re.IGNORECASE)
+_DTYPE_WORDS = re.compile(
+    r"dtype|type|scalar|Byte|Long|Int|Char|Bool|Half|Double|Float", re.IGNORECASE
+)
 
 
 def model_failed(call, error, model, args):
@@ -186,7 +197,8 @@ def model_failed(call, error, model, args):
     """
     shown = ", ".join(
         f"{tuple(a.shape)} {a.dtype}" if isinstance(a, torch.Tensor) else type(a).__name__
-        for a in args)
+        for a in args
+    )
     message = str(error).strip().splitlines()[0][:400] if str(error).strip() else ""
     hints = []
     weights = set()
@@ -202,17 +214,27 @@ def model_failed(call, error, model, args):
                 "needs floats, e.g. x.float() / 255 for 8-bit images (integer token ids "
                 "fed to an embedding are valid as they are)."
             )
-        elif about_dtype and arg.is_floating_point() and len(weights) == 1 \
-                and arg.dtype not in weights:
+        elif (
+            about_dtype
+            and arg.is_floating_point()
+            and len(weights) == 1
+            and arg.dtype not in weights
+        ):
             (dtype,) = weights
             hints.append(
                 f"inputs[{i}] is {arg.dtype} but the model's weights are {dtype}: pass "
                 f"x.to({dtype}), or convert the model with model.to({arg.dtype})."
             )
-    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)] \
-        if isinstance(model, nn.Module) else []
-    if convs and isinstance(args[0], torch.Tensor) and \
-            args[0].ndim == len(convs[0].kernel_size) + 1:
+    convs = (
+        [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+        if isinstance(model, nn.Module)
+        else []
+    )
+    if (
+        convs
+        and isinstance(args[0], torch.Tensor)
+        and args[0].ndim == len(convs[0].kernel_size) + 1
+    ):
         hints.append(
             f"inputs[0] has shape {tuple(args[0].shape)}, which the model's first "
             f"{type(convs[0]).__name__} reads as one example without a batch axis: for one "
@@ -227,5 +249,5 @@ def model_failed(call, error, model, args):
         )
     return GradCamError(
         f"{call}(model, ...): the model raised {type(error).__name__} while running on "
-        f"inputs ({shown}): \"{message}\"." + "".join(f" {hint}" for hint in hints)
+        f'inputs ({shown}): "{message}".' + "".join(f" {hint}" for hint in hints)
     )

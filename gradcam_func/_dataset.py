@@ -82,8 +82,11 @@ def _targets_spec(targets):
         return repr(targets)
     if isinstance(targets, str) and targets == "label":
         return "label"
-    if isinstance(targets, (list, tuple)) and targets and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in targets):
+    if (
+        isinstance(targets, (list, tuple))
+        and targets
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in targets)
+    ):
         return list(targets)
     raise GradCamError(
         f"{CALL}(..., targets={targets!r}): expected a non-empty list of class indices, "
@@ -93,7 +96,8 @@ def _targets_spec(targets):
 
 def _check_data(dataset):
     if isinstance(dataset, torch.utils.data.IterableDataset) or not (
-            hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")
+    ):
         raise GradCamError(
             f"{CALL}(..., data={type(dataset).__name__}): expected a map-style Dataset "
             "(with __len__ and __getitem__) or a DataLoader over one, since resuming and "
@@ -120,8 +124,9 @@ def _check_run(out, run, rank):
         recorded = _load_json(path)
         differ = sorted(k for k in set(run) | set(recorded) if run.get(k) != recorded.get(k))
         if differ:
-            detail = "; ".join(f"{k}: recorded {recorded.get(k)!r}, now {run.get(k)!r}"
-                               for k in differ)
+            detail = "; ".join(
+                f"{k}: recorded {recorded.get(k)!r}, now {run.get(k)!r}" for k in differ
+            )
             raise GradCamError(
                 f"{CALL}(..., out={str(out)!r}): the folder holds a run with other "
                 f"arguments ({detail}). Use a new folder, or the same arguments to resume."
@@ -143,8 +148,11 @@ def _inputs_and_labels(batch, need_labels):
         )
     if not need_labels:
         return inputs, None
-    if not (isinstance(labels, torch.Tensor) and labels.shape == inputs.shape[:1]
-            and not labels.is_floating_point()):
+    if not (
+        isinstance(labels, torch.Tensor)
+        and labels.shape == inputs.shape[:1]
+        and not labels.is_floating_point()
+    ):
         raise GradCamError(
             f"{CALL}(..., targets='label'): each example must be a pair (Tensor, int "
             f"label); the batch's labels are {labels!r:.80}. Give (Tensor, label) items "
@@ -159,8 +167,9 @@ def _explain_batch(model, layer, inputs, labels, targets, relu, upsample_to):
         cams, classes = grad_cam(model, layer, inputs, targets=targets, relu=relu)
     else:
         classes = None if labels is None else labels[None]
-        cams = grad_cam(model, layer, inputs, relu=relu,
-                        targets=list(targets) if labels is None else [labels])
+        cams = grad_cam(
+            model, layer, inputs, relu=relu, targets=list(targets) if labels is None else [labels]
+        )
     cams = cams.transpose(0, 1)
     if upsample_to:
         flat = interpolate(cams.flatten(0, 1), tuple(upsample_to), "bilinear")
@@ -168,8 +177,20 @@ def _explain_batch(model, layer, inputs, labels, targets, relu, upsample_to):
     return cams, (None if classes is None else classes.T)
 
 
-def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_size=512,
-                    upsample_to=None, dtype=torch.float16, relu=False, progress=True):
+def explain_dataset(
+    model,
+    layer,
+    data,
+    *,
+    targets,
+    out,
+    batch_size=None,
+    shard_size=512,
+    upsample_to=None,
+    dtype=torch.float16,
+    relu=False,
+    progress=True,
+):
     """Explain every example of ``data`` for ``targets`` into shards under ``out``.
 
     data: a map-style ``Dataset`` of Tensors or (Tensor, label) pairs, or a DataLoader
@@ -198,10 +219,15 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_
     device = parameter.device if parameter is not None else torch.device("cpu")
     rank, world = _rank_and_world()
     run = {
-        "model": model_spec, "layer": layer_name, "targets": spec,
-        "examples": len(dataset), "shard_size": shard_size,
+        "model": model_spec,
+        "layer": layer_name,
+        "targets": spec,
+        "examples": len(dataset),
+        "shard_size": shard_size,
         "upsample_to": list(upsample_to) if upsample_to else None,
-        "dtype": str(dtype), "relu": relu, "world_size": world,
+        "dtype": str(dtype),
+        "relu": relu,
+        "world_size": world,
     }
     os.makedirs(out, exist_ok=True)
     _check_run(out, run, rank)
@@ -217,25 +243,35 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_
         _save_json(index_path, {"rank": rank, "shards": []})
     done = _load_json(index_path)["shards"]
     mine = list(range(rank, len(dataset), world))
-    shards = [mine[i:i + shard_size] for i in range(0, len(mine), shard_size)]
-    plan = [(number, shards[number][i:i + batch_size])
-            for number in range(len(done), len(shards))
-            for i in range(0, len(shards[number]), batch_size)]
+    shards = [mine[i : i + shard_size] for i in range(0, len(mine), shard_size)]
+    plan = [
+        (number, shards[number][i : i + batch_size])
+        for number in range(len(done), len(shards))
+        for i in range(0, len(shards[number]), batch_size)
+    ]
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=[indices for _, indices in plan],
+        dataset,
+        batch_sampler=[indices for _, indices in plan],
         num_workers=getattr(data, "num_workers", 0),
         collate_fn=getattr(data, "collate_fn", None),
-        pin_memory=getattr(data, "pin_memory", False))
+        pin_memory=getattr(data, "pin_memory", False),
+    )
 
     start = time.perf_counter()
     resumed = sum(len(s["indices"]) for s in done)
-    bar = tqdm(total=len(mine), initial=resumed, unit="ex", disable=not progress or rank != 0,
-               desc=f"explaining (rank 0 of {world})" if world > 1 else "explaining")
+    bar = tqdm(
+        total=len(mine),
+        initial=resumed,
+        unit="ex",
+        disable=not progress or rank != 0,
+        desc=f"explaining (rank 0 of {world})" if world > 1 else "explaining",
+    )
     cams, classes = [], []
     for (number, indices), batch in zip(plan, loader, strict=True):
         inputs, labels = _inputs_and_labels(batch, need_labels=spec == "label")
-        batch_cams, batch_classes = _explain_batch(model, layer, inputs.to(device), labels,
-                                                   targets, relu, upsample_to)
+        batch_cams, batch_classes = _explain_batch(
+            model, layer, inputs.to(device), labels, targets, relu, upsample_to
+        )
         cams.append(batch_cams.to(dtype).cpu().numpy())
         if batch_classes is not None:
             classes.append(batch_classes.cpu().numpy())
@@ -256,13 +292,20 @@ def explain_dataset(model, layer, data, *, targets, out, batch_size=None, shard_
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:
-        merged = [s for r in range(world)
-                  for s in _load_json(os.path.join(out, f"index-r{r}.json"))["shards"]]
+        merged = [
+            s
+            for r in range(world)
+            for s in _load_json(os.path.join(out, f"index-r{r}.json"))["shards"]
+        ]
         _save_json(os.path.join(out, "index.json"), {"run": run, "shards": merged})
     written = len({number for number, _ in plan})
-    return {"examples": len(mine) - resumed, "examples_resumed": resumed,
-            "shards_written": written, "shards_resumed": len(shards) - written,
-            "seconds": time.perf_counter() - start}
+    return {
+        "examples": len(mine) - resumed,
+        "examples_resumed": resumed,
+        "shards_written": written,
+        "shards_resumed": len(shards) - written,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def load_cams(out, indices=None, *, with_classes=False):
@@ -272,8 +315,10 @@ def load_cams(out, indices=None, *, with_classes=False):
     """
     path = os.path.join(out, "index.json")
     if not os.path.exists(path):
-        raise GradCamError(f"load_cams({str(out)!r}): no index.json there; the run has not "
-                           "finished (start it again with the same arguments to resume).")
+        raise GradCamError(
+            f"load_cams({str(out)!r}): no index.json there; the run has not "
+            "finished (start it again with the same arguments to resume)."
+        )
     index = _load_json(path)
     where = {i: (s, offset) for s in index["shards"] for offset, i in enumerate(s["indices"])}
     if indices is None:
@@ -281,12 +326,16 @@ def load_cams(out, indices=None, *, with_classes=False):
     indices = [int(i) for i in indices]
     missing = [i for i in indices if i not in where]
     if missing:
-        raise GradCamError(f"load_cams({str(out)!r}, indices=...): examples {missing[:5]} are "
-                           f"not in the run, which explained examples 0..{len(where) - 1}.")
+        raise GradCamError(
+            f"load_cams({str(out)!r}, indices=...): examples {missing[:5]} are "
+            f"not in the run, which explained examples 0..{len(where) - 1}."
+        )
     if with_classes and isinstance(index["run"]["targets"], list):
-        raise GradCamError(f"load_cams({str(out)!r}, with_classes=True): this run explained "
-                           f"the fixed classes {index['run']['targets']}; no per-example "
-                           "classes are stored. Drop with_classes.")
+        raise GradCamError(
+            f"load_cams({str(out)!r}, with_classes=True): this run explained "
+            f"the fixed classes {index['run']['targets']}; no per-example "
+            "classes are stored. Drop with_classes."
+        )
     opened, cams, classes = {}, [], []
     for i in indices:
         shard, offset = where[i]

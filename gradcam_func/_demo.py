@@ -54,7 +54,7 @@ def train(images, labels, *, epochs, seed, batch_size=64, progress=True):
     for _ in range(epochs):
         order = torch.randperm(len(images))
         for start in range(0, len(images), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -73,8 +73,10 @@ def baselines(count, size, seed):
     generator = torch.Generator().manual_seed(seed)
     axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     blob = torch.exp(-(axis[:, None] ** 2 + axis[None] ** 2) / (2 * (size / 6) ** 2))
-    return {"random": torch.rand(count, 1, size, size, generator=generator),
-            "centre blob": blob.expand(count, 1, size, size)}
+    return {
+        "random": torch.rand(count, 1, size, size, generator=generator),
+        "centre blob": blob.expand(count, 1, size, size),
+    }
 
 
 def evaluate(model, images, labels, boxes, *, steps=20, seed=0):
@@ -89,20 +91,25 @@ def evaluate(model, images, labels, boxes, *, steps=20, seed=0):
     """
     size = images.shape[-1]
     target = labels.tolist()
-    maps = {"Grad-CAM": grad_cam(model, LAYER, images, target, relu=True),
-            **baselines(len(images), size, seed)}
+    maps = {
+        "Grad-CAM": grad_cam(model, LAYER, images, target, relu=True),
+        **baselines(len(images), size, seed),
+    }
     masks = metrics.box_masks(boxes, (size, size))
     scores = {}
     for name, cams in maps.items():
-        _, deletion = metrics.deletion(model, images, cams, target, steps=steps,
-                                       baseline="zero", patch_size=4, batch_size=256)
-        _, insertion = metrics.insertion(model, images, cams, target, steps=steps,
-                                         baseline="blur", patch_size=4, batch_size=256)
-        scores[name] = {"pointing": metrics.pointing_game(cams, masks).float().mean().item(),
-                        "deletion": deletion.mean().item(),
-                        "insertion": insertion.mean().item()}
-    check = metrics.parameter_randomization(model, LAYER, images, target,
-                                            explainer=_relu_grad_cam)
+        _, deletion = metrics.deletion(
+            model, images, cams, target, steps=steps, baseline="zero", patch_size=4, batch_size=256
+        )
+        _, insertion = metrics.insertion(
+            model, images, cams, target, steps=steps, baseline="blur", patch_size=4, batch_size=256
+        )
+        scores[name] = {
+            "pointing": metrics.pointing_game(cams, masks).float().mean().item(),
+            "deletion": deletion.mean().item(),
+            "insertion": insertion.mean().item(),
+        }
+    check = metrics.parameter_randomization(model, LAYER, images, target, explainer=_relu_grad_cam)
     return scores, check.names, check.spearman.mean((1, 2)).tolist()
 
 
@@ -110,8 +117,9 @@ def _relu_grad_cam(*args, **kwargs):
     return grad_cam(*args, relu=True, **kwargs)
 
 
-def run_demo(out, *, seed=0, train_size=1500, test_size=300, epochs=6, rows=6,
-             evaluated=100, progress=True):
+def run_demo(
+    out, *, seed=0, train_size=1500, test_size=300, epochs=6, rows=6, evaluated=100, progress=True
+):
     """Train, explain, evaluate, write ``out/gradcam_demo.png``.
 
     Returns (accuracy, evaluation (see ``evaluate``), path).
@@ -122,18 +130,25 @@ def run_demo(out, *, seed=0, train_size=1500, test_size=300, epochs=6, rows=6,
     with torch.no_grad():
         scores = model(test_images).softmax(1)
     accuracy = (scores.argmax(1) == test_labels).float().mean().item()
-    evaluation = evaluate(model, test_images[:evaluated], test_labels[:evaluated],
-                          test_boxes[:evaluated], seed=seed)
+    evaluation = evaluate(
+        model, test_images[:evaluated], test_labels[:evaluated], test_boxes[:evaluated], seed=seed
+    )
 
     shown = test_images[:rows]
     cams, classes = grad_cam(model, LAYER, shown, targets=top_k(3), relu=True)
-    titles = [[f"{CLASSES[c]} {scores[i, c]:.2f}" for c in classes[:, i].tolist()]
-              for i in range(rows)]
+    titles = [
+        [f"{CLASSES[c]} {scores[i, c]:.2f}" for c in classes[:, i].tolist()] for i in range(rows)
+    ]
     from .viz import save_grid
 
     os.makedirs(out, exist_ok=True)
-    path = save_grid(shown, cams, os.path.join(out, "gradcam_demo.png"), titles,
-                     image_titles=[f"true: {CLASSES[c]}" for c in test_labels[:rows]])
+    path = save_grid(
+        shown,
+        cams,
+        os.path.join(out, "gradcam_demo.png"),
+        titles,
+        image_titles=[f"true: {CLASSES[c]}" for c in test_labels[:rows]],
+    )
     return accuracy, evaluation, path
 
 
@@ -147,18 +162,29 @@ def add_arguments(parser):
 def run(args):
     start = time.perf_counter()
     accuracy, (scores, names, similarity), path = run_demo(
-        args.out, seed=args.seed, epochs=args.epochs, train_size=args.train_size)
+        args.out, seed=args.seed, epochs=args.epochs, train_size=args.train_size
+    )
     print(f"test accuracy: {accuracy:.3f}")
-    print(f"pointing-game accuracy (true class, CAM peak inside the box): "
-          f"{scores['Grad-CAM']['pointing']:.3f}")
-    print("\nthe true class's map on 100 held-out images (deletion: lower is better; "
-          "insertion: higher is better)")
+    print(
+        f"pointing-game accuracy (true class, CAM peak inside the box): "
+        f"{scores['Grad-CAM']['pointing']:.3f}"
+    )
+    print(
+        "\nthe true class's map on 100 held-out images (deletion: lower is better; "
+        "insertion: higher is better)"
+    )
     print(f"{'map':<12} {'pointing':>9} {'deletion AUC':>13} {'insertion AUC':>14}")
     for name, row in scores.items():
-        print(f"{name:<12} {row['pointing']:>9.3f} {row['deletion']:>13.3f} "
-              f"{row['insertion']:>14.3f}")
-    print("\ncascading randomization (Spearman correlation with the original Grad-CAM, "
-          "layers randomized from the output down):")
-    print("  " + "  ".join(f"{name}: {value:.2f}" for name, value in zip(names, similarity, strict=True)))
+        print(
+            f"{name:<12} {row['pointing']:>9.3f} {row['deletion']:>13.3f} {row['insertion']:>14.3f}"
+        )
+    print(
+        "\ncascading randomization (Spearman correlation with the original Grad-CAM, "
+        "layers randomized from the output down):"
+    )
+    print(
+        "  "
+        + "  ".join(f"{name}: {value:.2f}" for name, value in zip(names, similarity, strict=True))
+    )
     print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s in all)")
     return 0

@@ -31,8 +31,13 @@ from ._grad_cam import vmap_quietly
 from ._outputs import flatten, unflatten
 from .ops import relu as _relu
 
-__all__ = ["FORWARD_METHODS", "choose_mode", "forward_cams", "directions_needed",
-           "forward_is_cheaper"]
+__all__ = [
+    "FORWARD_METHODS",
+    "choose_mode",
+    "forward_cams",
+    "directions_needed",
+    "forward_is_cheaper",
+]
 
 FORWARD_METHODS = ("gradcam", "xgradcam", "hirescam")
 
@@ -53,8 +58,7 @@ def directions_needed(method, shape, sum_channels, coupled):
     return count * (batch if coupled else 1)
 
 
-def forward_is_cheaper(directions, chunk_size, k, forward_seconds, chunk_seconds,
-                       chunk_targets):
+def forward_is_cheaper(directions, chunk_size, k, forward_seconds, chunk_seconds, chunk_targets):
     """Whether forward mode's estimated time beats reverse mode's, from the seconds the
     call's forward took and the seconds one chunk of ``chunk_targets`` vmapped
     pullbacks took: reverse mode runs ceil(K / chunk_targets) such chunks; forward mode
@@ -72,24 +76,31 @@ def _coupled(model):
 
 
 def choose_mode(autodiff, method, k, shape, sum_channels, model, forward_ok, call):
-    """"forward" or "reverse" for this call; raises for a forward mode that cannot be."""
+    """ "forward" or "reverse" for this call; raises for a forward mode that cannot be."""
     if autodiff not in ("auto", "reverse", "forward"):
-        raise GradCamError(f"{call}(..., autodiff={autodiff!r}): expected 'auto', 'reverse' "
-                           "or 'forward'.")
+        raise GradCamError(
+            f"{call}(..., autodiff={autodiff!r}): expected 'auto', 'reverse' or 'forward'."
+        )
     if autodiff == "reverse":
         return "reverse"
     why = None
     if method not in FORWARD_METHODS:
-        why = (f"{method} applies a non-linearity to the gradient before summing it, so "
-               "no few directions give it; forward mode serves Grad-CAM, XGradCAM and "
-               "HiResCAM")
+        why = (
+            f"{method} applies a non-linearity to the gradient before summing it, so "
+            "no few directions give it; forward mode serves Grad-CAM, XGradCAM and "
+            "HiResCAM"
+        )
     elif not forward_ok:
-        why = ("forward mode takes one layer whose activation is one Tensor (B, C, *S) "
-               "of the batch, with channels on axis 1")
+        why = (
+            "forward mode takes one layer whose activation is one Tensor (B, C, *S) "
+            "of the batch, with channels on axis 1"
+        )
     if why:
         if autodiff == "forward":
-            raise GradCamError(f"{call}(..., method={method!r}, autodiff='forward'): {why}. "
-                               "Use autodiff='reverse' (or 'auto').")
+            raise GradCamError(
+                f"{call}(..., method={method!r}, autodiff='forward'): {why}. "
+                "Use autodiff='reverse' (or 'auto')."
+            )
         return "reverse"
     if autodiff == "forward":
         return "forward"
@@ -101,10 +112,15 @@ def _callable_tangents(target_scores, output, tensors, tangents):
     """(k, B) tangents of the callable targets' scores (k may be 0), given the output
     tensors' tangents."""
     _, others, tree = flatten(output)
-    rows = [torch.func.jvp(lambda *ts, target=target: target(unflatten(tree, ts, others)),
-                           tuple(tensors), tuple(tangents))[1]
-            for target, selector in zip(target_scores.targets, target_scores.selectors, strict=True)
-            if selector is None]
+    rows = [
+        torch.func.jvp(
+            lambda *ts, target=target: target(unflatten(tree, ts, others)),
+            tuple(tensors),
+            tuple(tangents),
+        )[1]
+        for target, selector in zip(target_scores.targets, target_scores.selectors, strict=True)
+        if selector is None
+    ]
     return torch.stack(rows) if rows else tangents[0].new_zeros(0, tangents[0].shape[0])
 
 
@@ -113,15 +129,24 @@ def _jacobian(target_scores, callable_rows, first):
     (count, k, B) and the first output Tensor's tangents (count, B, M), read by the
     index targets' one-hot selectors in one contraction (no (count, K, B, M) product)."""
     selectors = [s.flatten(1) for s in target_scores.selectors if s is not None]
-    indexed = iter(torch.einsum("kbm,nbm->kbn", torch.stack(selectors).to(first.dtype),
-                                first).permute(2, 0, 1).unbind(1)) if selectors else None
+    indexed = (
+        iter(
+            torch.einsum("kbm,nbm->kbn", torch.stack(selectors).to(first.dtype), first)
+            .permute(2, 0, 1)
+            .unbind(1)
+        )
+        if selectors
+        else None
+    )
     called = iter(callable_rows.unbind(1))
-    return torch.stack([next(called) if s is None else next(indexed)
-                        for s in target_scores.selectors], 1)
+    return torch.stack(
+        [next(called) if s is None else next(indexed) for s in target_scores.selectors], 1
+    )
 
 
-def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_channels,
-                 relu, coupled, chunk_size):
+def forward_cams(
+    method, acts, jvp, target_scores, output, tensors, *, sum_channels, relu, coupled, chunk_size
+):
     """The K targets' maps (K, B, 1, *S) (or (K, B, C, *S)) of ``method`` from jvps.
 
     acts: the layer's activation (B, C, *S); jvp: ``tangent -> output tangents``.
@@ -130,8 +155,7 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
     positions = math.prod(space)
     flat = acts.reshape(batch, channels, positions)
     per_channel = method != "hirescam"
-    units = channels if per_channel else (positions if sum_channels else
-                                           channels * positions)
+    units = channels if per_channel else (positions if sum_channels else channels * positions)
     count = units * (batch if coupled else 1)
 
     def direction(index):
@@ -144,7 +168,7 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
             chosen = (torch.arange(positions, device=acts.device) == unit).to(acts.dtype)
             tangent = flat * chosen.view(1, 1, positions)
         else:
-            chosen = (torch.arange(channels * positions, device=acts.device) == unit)
+            chosen = torch.arange(channels * positions, device=acts.device) == unit
             tangent = flat * chosen.to(acts.dtype).view(1, channels, positions)
         if coupled:
             mine = (torch.arange(batch, device=acts.device) == example).to(acts.dtype)
@@ -153,8 +177,10 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
 
     def derivative(index):
         tangents = jvp(((direction(index),),))
-        return (_callable_tangents(target_scores, output, tensors, tangents),
-                tangents[0].flatten(1))  # (k callables, B), (B, M)
+        return (
+            _callable_tangents(target_scores, output, tensors, tangents),
+            tangents[0].flatten(1),
+        )  # (k callables, B), (B, M)
 
     indices = torch.arange(count, device=acts.device)
     callable_rows, first = vmap_quietly(derivative, chunk_size)(indices)
@@ -166,11 +192,13 @@ def forward_cams(method, acts, jvp, target_scores, output, tensors, *, sum_chann
     else:
         jacobian = jacobian.permute(1, 2, 0)  # (K, B, units)
     if per_channel:
-        weights = jacobian / positions if method == "gradcam" else \
-            jacobian / (flat.sum(-1) + 1e-7)
+        weights = jacobian / positions if method == "gradcam" else jacobian / (flat.sum(-1) + 1e-7)
         # summed over channels without the (K, B, C, P) product: K times the activation
-        maps = torch.einsum("kbc,bcp->kbp", weights, flat)[:, :, None] if sum_channels \
-            else weights[..., None] * flat  # (K, B, 1, P) or (K, B, C, P)
+        maps = (
+            torch.einsum("kbc,bcp->kbp", weights, flat)[:, :, None]
+            if sum_channels
+            else weights[..., None] * flat
+        )  # (K, B, 1, P) or (K, B, C, P)
     elif sum_channels:
         maps = jacobian[:, :, None, :]  # (K, B, 1, P)
     else:

@@ -20,15 +20,19 @@ def fuse_layers(cams, size, how="mean"):
     (K, B, 1, *size)).
     """
     if not isinstance(cams, (list, tuple)) or not cams:
-        raise GradCamError("fuse_layers(cams=...): expected a non-empty list of CAMs, one "
-                           "per layer, as cam(model, [layer, ...], ...) returns them.")
+        raise GradCamError(
+            "fuse_layers(cams=...): expected a non-empty list of CAMs, one "
+            "per layer, as cam(model, [layer, ...], ...) returns them."
+        )
     if how not in ("mean", "max"):
         raise GradCamError(f"fuse_layers(..., how={how!r}): expected 'mean' or 'max'.")
     if isinstance(size, int) or not all(isinstance(n, int) for n in size):
-        raise GradCamError(f"fuse_layers(..., size={size!r}): expected the spatial size as "
-                           "a tuple, e.g. (224, 224) (its length says how many axes).")
+        raise GradCamError(
+            f"fuse_layers(..., size={size!r}): expected the spatial size as "
+            "a tuple, e.g. (224, 224) (its length says how many axes)."
+        )
     spatial = len(size)
-    lead = cams[0].shape[:-spatial - 1]
+    lead = cams[0].shape[: -spatial - 1]
     scaled = []
     for cam in cams:
         flat = cam.reshape(-1, 1, *cam.shape[-spatial:])  # (N, 1, *s)

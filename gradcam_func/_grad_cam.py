@@ -13,13 +13,32 @@ from ._checks import GradCamError
 from ._split import _eager_no_grad, split
 from ._targets import TopK, cotangent, cotangents, every_class
 
-__all__ = ["grad_cam", "explain", "over_targets", "check_one_of", "batch_size_of",
-           "default_chunk_size", "CHUNK_ELEMENTS"]
+__all__ = [
+    "grad_cam",
+    "explain",
+    "over_targets",
+    "check_one_of",
+    "batch_size_of",
+    "default_chunk_size",
+    "CHUNK_ELEMENTS",
+]
 
 
-def grad_cam(model, layer, inputs, target=None, *, targets=None,
-             additional_forward_args=None, params=None, attribute_to_layer_input=False,
-             relu=False, sum_channels=True, chunk_size="auto", autodiff="auto"):
+def grad_cam(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    additional_forward_args=None,
+    params=None,
+    attribute_to_layer_input=False,
+    relu=False,
+    sum_channels=True,
+    chunk_size="auto",
+    autodiff="auto",
+):
     """Grad-CAM of ``model`` at ``layer``: Captum's ``LayerGradCam`` as a pure function.
 
     inputs: a Tensor or tuple of Tensors, dim 0 the batch B. target: any Captum target
@@ -41,10 +60,17 @@ def grad_cam(model, layer, inputs, target=None, *, targets=None,
     """
     return explain(
         functools.partial(ops.grad_cam_from, relu=relu, sum_channels=sum_channels),
-        model, layer, inputs, target, targets=targets,
-        additional_forward_args=additional_forward_args, params=params,
-        attribute_to_layer_input=attribute_to_layer_input, chunk_size=chunk_size,
-        call="grad_cam", forward=ForwardSpec("gradcam", relu, sum_channels, autodiff, True),
+        model,
+        layer,
+        inputs,
+        target,
+        targets=targets,
+        additional_forward_args=additional_forward_args,
+        params=params,
+        attribute_to_layer_input=attribute_to_layer_input,
+        chunk_size=chunk_size,
+        call="grad_cam",
+        forward=ForwardSpec("gradcam", relu, sum_channels, autodiff, True),
     )
 
 
@@ -56,9 +82,21 @@ class ForwardSpec(tuple):
         return super().__new__(cls, (method, relu, sum_channels, autodiff, ok))
 
 
-def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
-            additional_forward_args=None, params=None, attribute_to_layer_input=False,
-            chunk_size="auto", call="grad_cam", forward=None):
+def explain(
+    cam_from,
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    additional_forward_args=None,
+    params=None,
+    attribute_to_layer_input=False,
+    chunk_size="auto",
+    call="grad_cam",
+    forward=None,
+):
     """``grad_cam``'s pipeline with ``cam_from(acts, grads) -> cam`` as the last step.
 
     One forward pass; for ``targets``, ``cam_from`` runs inside the vmap over the K
@@ -70,47 +108,77 @@ def explain(cam_from, model, layer, inputs, target=None, *, targets=None,
     with _eager_no_grad():
         start = time.perf_counter()
         parts = split(
-            model, layer, inputs, additional_forward_args=additional_forward_args,
-            params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
+            model,
+            layer,
+            inputs,
+            additional_forward_args=additional_forward_args,
+            params=params,
+            attribute_to_layer_input=attribute_to_layer_input,
+            call=call,
         )
         forward_seconds = time.perf_counter() - start
         output, _, acts, pullback, finish, _ = parts
         if forward is not None:
-            result = forward_mode(parts, forward, model, layer, inputs, target, targets,
-                                  chunk_size, call, forward_seconds)
+            result = forward_mode(
+                parts,
+                forward,
+                model,
+                layer,
+                inputs,
+                target,
+                targets,
+                chunk_size,
+                call,
+                forward_seconds,
+            )
             if result is not None:
                 finish()
                 return result
 
         def cams_of(cots):
-            return tuple(tuple(cam_from(a, g) for a, g in zip(layer_acts, layer_grads, strict=True))
-                         for layer_acts, layer_grads in zip(acts, pullback(cots), strict=True))
+            return tuple(
+                tuple(cam_from(a, g) for a, g in zip(layer_acts, layer_grads, strict=True))
+                for layer_acts, layer_grads in zip(acts, pullback(cots), strict=True)
+            )
 
         batch = batch_size_of(inputs)
         per_example = sum(a.numel() for layer_acts in acts for a in layer_acts) // batch
-        cams, classes = over_targets(cams_of, output, batch, target, targets, chunk_size,
-                                     call, per_example)
+        cams, classes = over_targets(
+            cams_of, output, batch, target, targets, chunk_size, call, per_example
+        )
     finish()
     cams = [c[0] if len(c) == 1 else c for c in cams]
     cams = cams if isinstance(layer, list) else cams[0]
     return cams if classes is None else (cams, classes)
 
 
-def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size, call,
-                 forward_seconds):
+def forward_mode(
+    parts, spec, model, layer, inputs, target, targets, chunk_size, call, forward_seconds
+):
     """The result by forward mode when ``spec`` and the call choose it, else None.
 
     forward_seconds: what the call's forward took, for "auto"'s estimate."""
-    from ._forward_mode import (_coupled, choose_mode, directions_needed, forward_cams,
-                                forward_is_cheaper)
+    from ._forward_mode import (
+        _coupled,
+        choose_mode,
+        directions_needed,
+        forward_cams,
+        forward_is_cheaper,
+    )
     from ._scores import TargetScores
     from .methods import METHODS
 
     method, relu, sum_channels, autodiff, ok = spec
     output, tensors, acts, pullback, _, jvp = parts
     batch = batch_size_of(inputs)
-    single = not isinstance(layer, list) and len(acts) == 1 and len(acts[0]) == 1 \
-        and acts[0][0].ndim >= 3 and acts[0][0].shape[0] == batch and ok
+    single = (
+        not isinstance(layer, list)
+        and len(acts) == 1
+        and len(acts[0]) == 1
+        and acts[0][0].ndim >= 3
+        and acts[0][0].shape[0] == batch
+        and ok
+    )
     if isinstance(targets, TopK):
         k = targets.k
     else:
@@ -129,8 +197,7 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
     coupled = _coupled(model)
     numel = acts[0][0].numel() // batch
     count = shape[1] if method != "hirescam" else math.prod(shape[2:])
-    reverse_chunk = default_chunk_size(k, batch, numel) if chunk_size == "auto" \
-        else chunk_size or k
+    reverse_chunk = default_chunk_size(k, batch, numel) if chunk_size == "auto" else chunk_size or k
     if chunk_size == "auto":
         chunk_size = default_chunk_size(count, batch, numel)
     timed = autodiff == "auto"  # (under a transform "auto" returned above)
@@ -138,20 +205,29 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
     if timed or checked:
         # The first chunk of targets in reverse mode, one vmapped pullback as reverse
         # mode would run it: timed for "auto", and its first map checks forward mode's.
-        probe = scores.targets[:reverse_chunk if timed else 1]
+        probe = scores.targets[: reverse_chunk if timed else 1]
         start = time.perf_counter()
         stacked = cotangents(output, probe, batch, call)
         grads = vmap_quietly(lambda cots: pullback(cots)[0][0])(stacked)[0]
-        reverse = METHODS[method].compute(acts[0][0], grads, relu=relu,
-                                          sum_channels=sum_channels)
+        reverse = METHODS[method].compute(acts[0][0], grads, relu=relu, sum_channels=sum_channels)
         chunk_seconds = time.perf_counter() - start
         directions = directions_needed(method, shape, sum_channels, coupled)
         if timed and not forward_is_cheaper(
-                directions, chunk_size, k, forward_seconds, chunk_seconds, len(probe)):
+            directions, chunk_size, k, forward_seconds, chunk_seconds, len(probe)
+        ):
             return None
-    cams = forward_cams(method, acts[0][0], jvp, scores, output, tensors,
-                        sum_channels=sum_channels, relu=relu, coupled=coupled,
-                        chunk_size=chunk_size)
+    cams = forward_cams(
+        method,
+        acts[0][0],
+        jvp,
+        scores,
+        output,
+        tensors,
+        sum_channels=sum_channels,
+        relu=relu,
+        coupled=coupled,
+        chunk_size=chunk_size,
+    )
     if checked:
         scale = reverse.abs().max().clamp_min(1e-30)
         if not torch.allclose(cams[0], reverse, rtol=1e-3, atol=1e-4 * float(scale)):
@@ -160,7 +236,8 @@ def forward_mode(parts, spec, model, layer, inputs, target, targets, chunk_size,
                     f"{call}(..., autodiff='forward'): the model mixes the examples of the "
                     "batch (the first target's map differs from reverse mode's), so one "
                     "direction per channel cannot serve every example. Use "
-                    "autodiff='reverse'.")
+                    "autodiff='reverse'."
+                )
             return None
     result = cams if scores.stacked else cams[0]
     return result if scores.classes is None else (result, scores.classes)
@@ -180,7 +257,7 @@ def check_one_of(target, targets, call):
 
 
 # The memory a chunk of pullbacks may hold at the layer: 2**22 elements, 16 MiB float32.
-CHUNK_ELEMENTS = 2 ** 22
+CHUNK_ELEMENTS = 2**22
 
 
 def default_chunk_size(k, batch, numel_per_example):
@@ -195,7 +272,7 @@ def check_chunk_size(chunk_size, call):
         return
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise GradCamError(
-            f"{call}(..., chunk_size={chunk_size!r}): expected \"auto\" (the default: "
+            f'{call}(..., chunk_size={chunk_size!r}): expected "auto" (the default: '
             "chosen from K and the activation's size), None (all K at once) or a "
             "positive int (targets per pullback)."
         )
@@ -227,9 +304,10 @@ def vmap_quietly(fn, chunk_size=None):
     no batching rule (the CPU flash-attention backward, the fused transformer encoder
     layer): they run one item at a time inside vmap, which is the loop the user would
     write, so the warning, repeated on every call, gives them nothing to act on."""
+
     def run(*args):
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE,
-                                    category=UserWarning)
+            warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE, category=UserWarning)
             return torch.func.vmap(fn, chunk_size=chunk_size)(*args)
+
     return run

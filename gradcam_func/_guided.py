@@ -10,8 +10,7 @@ Like Captum, only ``nn.ReLU`` modules are guided, not ``torch.relu`` calls.
 import torch
 from torch import nn
 
-from ._checks import (GradCamError, as_args_tuple, as_tensor_tuple, check_params,
-                      prepare_model)
+from ._checks import GradCamError, as_args_tuple, as_tensor_tuple, check_params, prepare_model
 from ._grad_cam import batch_size_of, check_one_of, grad_cam, over_targets
 from ._interpolate import interpolate
 from ._split import _eager_no_grad, model_state, output_vjp, run
@@ -41,12 +40,23 @@ def _guide(model):
     """Forward hooks making every nn.ReLU of ``model`` guided; returns their handles."""
     if not isinstance(model, nn.Module):
         return []
-    return [m.register_forward_hook(lambda _, args, out: _GuidedReLU.apply(args[0]))
-            for m in model.modules() if isinstance(m, nn.ReLU)]
+    return [
+        m.register_forward_hook(lambda _, args, out: _GuidedReLU.apply(args[0]))
+        for m in model.modules()
+        if isinstance(m, nn.ReLU)
+    ]
 
 
-def guided_backprop(model, inputs, target=None, *, targets=None,
-                    additional_forward_args=None, params=None, chunk_size="auto"):
+def guided_backprop(
+    model,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    additional_forward_args=None,
+    params=None,
+    chunk_size="auto",
+):
     """Guided-backprop gradients at the inputs: like ``inputs`` (a tuple for a tuple).
 
     With ``targets`` (K of them, one forward) every result gains a leading K axis.
@@ -70,36 +80,67 @@ def guided_backprop(model, inputs, target=None, *, targets=None,
 
     with _eager_no_grad():
         output, _, vjp_fn, _ = output_vjp(forward, inputs, call)
-        grads, _ = over_targets(vjp_fn, output, batch_size_of(inputs), target, targets,
-                                chunk_size, call,
-                                sum(x[0].numel() for x in inputs))
+        grads, _ = over_targets(
+            vjp_fn,
+            output,
+            batch_size_of(inputs),
+            target,
+            targets,
+            chunk_size,
+            call,
+            sum(x[0].numel() for x in inputs),
+        )
     return grads if is_tuple else grads[0]
 
 
-def guided_grad_cam(model, layer, inputs, target=None, *, targets=None,
-                    additional_forward_args=None, params=None, attribute_to_layer_input=False,
-                    interpolate_mode="nearest", chunk_size="auto"):
+def guided_grad_cam(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    additional_forward_args=None,
+    params=None,
+    attribute_to_layer_input=False,
+    interpolate_mode="nearest",
+    chunk_size="auto",
+):
     """Guided backprop times the ReLU'd Grad-CAM upsampled to each input's size.
 
     Captum's ``GuidedGradCam``: for input (B, C, *S) returns (B, C, *S) (a tuple for a
     tuple of inputs); with ``targets``, (K, B, C, *S). Two forward passes: one for
     Grad-CAM, one through the guided ReLUs.
     """
-    common = dict(additional_forward_args=additional_forward_args, params=params,
-                  chunk_size=chunk_size)
+    common = dict(
+        additional_forward_args=additional_forward_args, params=params, chunk_size=chunk_size
+    )
     if isinstance(targets, TopK):
-        raise GradCamError("guided_grad_cam(..., targets=top_k(k)): pass the classes "
-                           "explicitly, e.g. from grad_cam(..., targets=top_k(k)).")
-    cams = grad_cam(model, layer, inputs, target, targets=targets, relu=True,
-                    attribute_to_layer_input=attribute_to_layer_input, **common)
+        raise GradCamError(
+            "guided_grad_cam(..., targets=top_k(k)): pass the classes "
+            "explicitly, e.g. from grad_cam(..., targets=top_k(k))."
+        )
+    cams = grad_cam(
+        model,
+        layer,
+        inputs,
+        target,
+        targets=targets,
+        relu=True,
+        attribute_to_layer_input=attribute_to_layer_input,
+        **common,
+    )
     if isinstance(cams, tuple):
         raise GradCamError(
             "guided_grad_cam(..., layer=...): the layer's output holds several tensors; "
-            "Guided Grad-CAM needs one map per example. Pick a layer with one output.")
+            "Guided Grad-CAM needs one map per example. Pick a layer with one output."
+        )
     guided = guided_backprop(model, inputs, target, targets=targets, **common)
     is_tuple = isinstance(guided, tuple)
     results = []
-    for x, g in zip(as_tensor_tuple(inputs, "guided_grad_cam"), guided if is_tuple else (guided,), strict=True):
+    for x, g in zip(
+        as_tensor_tuple(inputs, "guided_grad_cam"), guided if is_tuple else (guided,), strict=True
+    ):
         size = tuple(x.shape[2:])
         if targets is None:
             up = interpolate(cams, size, interpolate_mode)

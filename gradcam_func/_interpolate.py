@@ -31,9 +31,7 @@ def interpolate(attr, size, mode="nearest"):
             f"{spatial} spatial axes, so size needs {spatial} entries."
         )
     if mode not in _MODES:
-        raise GradCamError(
-            f"interpolate(..., mode={mode!r}): expected one of {', '.join(_MODES)}."
-        )
+        raise GradCamError(f"interpolate(..., mode={mode!r}): expected one of {', '.join(_MODES)}.")
     if mode == "bicubic" and spatial != 2:
         raise GradCamError(
             f"interpolate(..., mode='bicubic'): bicubic needs a 2-D map, the CAM has "

@@ -30,7 +30,8 @@ def _is_attention(module):
 
 def _is_norm(module):
     return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(
-        ("LayerNorm", "RMSNorm"))
+        ("LayerNorm", "RMSNorm")
+    )
 
 
 def _trace(model, args, call):
@@ -43,12 +44,21 @@ def _trace(model, args, call):
     for name, module in model.named_modules():
         if not name:
             continue
-        handles.append(module.register_forward_pre_hook(
-            lambda m, a, name=name: started.append(name)))
-        handles.append(module.register_forward_hook(
-            lambda m, a, out, name=name: spatial.append(name) if isinstance(
-                out, torch.Tensor) and out.ndim >= 4 and out.shape[0] == batch
-            and min(out.shape[2:]) > 1 else None))
+        handles.append(
+            module.register_forward_pre_hook(lambda m, a, name=name: started.append(name))
+        )
+        handles.append(
+            module.register_forward_hook(
+                lambda m, a, out, name=name: (
+                    spatial.append(name)
+                    if isinstance(out, torch.Tensor)
+                    and out.ndim >= 4
+                    and out.shape[0] == batch
+                    and min(out.shape[2:]) > 1
+                    else None
+                )
+            )
+        )
     try:
         with torch.no_grad():
             try:
@@ -70,29 +80,41 @@ def default_layer(model, inputs, *, additional_forward_args=None, call="default_
     model allows), which leaves the model as it was.
     """
     if not isinstance(model, nn.Module):
-        raise GradCamError(f"{call}(model=...): picking a layer needs an nn.Module; pass "
-                           "the layer yourself.")
+        raise GradCamError(
+            f"{call}(model=...): picking a layer needs an nn.Module; pass the layer yourself."
+        )
     args = (inputs if isinstance(inputs, tuple) else (inputs,)) + (
-        () if additional_forward_args is None else additional_forward_args
-        if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
+        ()
+        if additional_forward_args is None
+        else additional_forward_args
+        if isinstance(additional_forward_args, tuple)
+        else (additional_forward_args,)
+    )
     if isinstance(args[0], torch.Tensor) and args[0].shape[0] == 1:
         # a batch of 2 tells the batch axis apart from a module's leading 1 (a bias table)
-        args = tuple(a.expand(2, *a.shape[1:]) if isinstance(a, torch.Tensor)
-                     and a.ndim and a.shape[0] == 1 else a for a in args)
+        args = tuple(
+            a.expand(2, *a.shape[1:])
+            if isinstance(a, torch.Tensor) and a.ndim and a.shape[0] == 1
+            else a
+            for a in args
+        )
     modules = dict(model.named_modules())
     started, spatial = _trace(model, args, call)
     attention = [i for i, name in enumerate(started) if _is_attention(modules[name])]
     last_spatial = max((started.index(name) for name in spatial), default=-1)
     if attention and last_spatial < attention[-1]:
-        norms = [name for name in started[:attention[-1]] if _is_norm(modules[name])]
+        norms = [name for name in started[: attention[-1]] if _is_norm(modules[name])]
         if norms:
-            return norms[-1], ("the norm that opens the last transformer block, whose "
-                               "patch tokens all still reach the output")
+            return norms[-1], (
+                "the norm that opens the last transformer block, whose "
+                "patch tokens all still reach the output"
+            )
     if spatial:
         return spatial[-1], "the last spatial feature map, before the global pooling"
     raise GradCamError(
         f"{call}(model, ...): found no spatial feature map and no transformer block to "
-        "explain; pass layer= (a name from model.named_modules()).")
+        "explain; pass layer= (a name from model.named_modules())."
+    )
 
 
 def choose_layer(model, layer, args, call):
@@ -100,6 +122,10 @@ def choose_layer(model, layer, args, call):
     if layer is not None:
         return layer
     name, reason = default_layer(model, args, call=call)
-    warnings.warn(f"{call}(..., layer=None): explaining {name!r}, {reason}. Pass "
-                  f"layer={name!r} to choose it yourself.", LayerChoiceWarning, stacklevel=4)
+    warnings.warn(
+        f"{call}(..., layer=None): explaining {name!r}, {reason}. Pass "
+        f"layer={name!r} to choose it yourself.",
+        LayerChoiceWarning,
+        stacklevel=4,
+    )
     return name

@@ -107,13 +107,20 @@ def tensor_fields(value, prefix="out"):
     if isinstance(value, torch.Tensor):
         return [(prefix, value)]
     if isinstance(value, Mapping):
-        items = [(f"{prefix}[{key!r}]" if not _attribute_access(value, key)
-                  else f"{prefix}.{key}", child) for key, child in value.items()]
+        items = [
+            (
+                f"{prefix}[{key!r}]" if not _attribute_access(value, key) else f"{prefix}.{key}",
+                child,
+            )
+            for key, child in value.items()
+        ]
     elif isinstance(value, (tuple, list)):
         items = [(f"{prefix}[{i}]", child) for i, child in enumerate(value)]
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = [(f"{prefix}.{field.name}", getattr(value, field.name))
-                 for field in dataclasses.fields(value)]
+        items = [
+            (f"{prefix}.{field.name}", getattr(value, field.name))
+            for field in dataclasses.fields(value)
+        ]
     else:
         return []
     return [path for name, child in items for path in tensor_fields(child, name)]
@@ -121,5 +128,6 @@ def tensor_fields(value, prefix="out"):
 
 def _attribute_access(mapping, key):
     """Whether ``mapping.key`` reads the same entry (ModelOutput, dataclass-like dicts)."""
-    return isinstance(key, str) and key.isidentifier() and getattr(
-        mapping, key, None) is mapping[key]
+    return (
+        isinstance(key, str) and key.isidentifier() and getattr(mapping, key, None) is mapping[key]
+    )

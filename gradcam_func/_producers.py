@@ -63,15 +63,12 @@ class Ops(TorchFunctionMode):
             result, items = self._perturb(n, result, items)
         for item, tensor in items:
             known = self._made.get(id(tensor))
-            if (known is None or known[1]() is not tensor
-                    or known[2] != tensor._version):
-                self._made[id(tensor)] = (("op", n, item), weakref.ref(tensor),
-                                          tensor._version)
+            if known is None or known[1]() is not tensor or known[2] != tensor._version:
+                self._made[id(tensor)] = (("op", n, item), weakref.ref(tensor), tensor._version)
         return result
 
     def _perturb(self, n, result, items):
-        chosen = {item: self.perturb[(n, item)] for item, _ in items
-                  if (n, item) in self.perturb}
+        chosen = {item: self.perturb[(n, item)] for item, _ in items if (n, item) in self.perturb}
         if not chosen:
             return result, items
         with self.paused():
@@ -80,8 +77,7 @@ class Ops(TorchFunctionMode):
         if None in new:
             return new[None], [(None, new[None])]
         entries = [new.get(i, entry) for i, entry in enumerate(result)]
-        result = type(result)(entries) if not hasattr(result, "_fields") \
-            else type(result)(*entries)
+        result = type(result)(entries) if not hasattr(result, "_fields") else type(result)(*entries)
         return result, _tensor_items(result)
 
     def made(self, tensor):

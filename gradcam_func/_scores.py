@@ -30,8 +30,11 @@ class TargetScores:
         if isinstance(targets, TopK):
             targets, self.classes = targets.targets(output, call)
         targets = every_class(targets, output, call)
-        if self.stacked and (isinstance(targets, (torch.Tensor, str))
-                             or not hasattr(targets, "__len__") or len(targets) == 0):
+        if self.stacked and (
+            isinstance(targets, (torch.Tensor, str))
+            or not hasattr(targets, "__len__")
+            or len(targets) == 0
+        ):
             raise GradCamError(
                 f"{call}(..., targets=...): expected a non-empty sequence of targets (each "
                 f"a valid target) or top_k(k); got {_describe(targets)}."

@@ -15,35 +15,42 @@ CLASSES = ("square", "disk", "triangle", "cross", "ring")
 
 def _mask(name, size, radius, cx, cy):
     """(size, size) bool mask of one shape centred at (cx, cy)."""
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32),
-                            torch.arange(size, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32),
+        torch.arange(size, dtype=torch.float32),
+        indexing="ij",
+    )
     dx, dy = xs - cx, ys - cy
     if name == "square":
         return (dx.abs() <= radius) & (dy.abs() <= radius)
     if name == "disk":
-        return dx ** 2 + dy ** 2 <= radius ** 2
+        return dx**2 + dy**2 <= radius**2
     if name == "triangle":  # apex up, base at the bottom
         return (dy <= radius) & (dy >= -radius) & (dx.abs() <= (dy + radius) / 2)
     if name == "cross":
         arm = radius / 3
-        return (((dx.abs() <= arm) & (dy.abs() <= radius))
-                | ((dy.abs() <= arm) & (dx.abs() <= radius)))
+        return ((dx.abs() <= arm) & (dy.abs() <= radius)) | (
+            (dy.abs() <= arm) & (dx.abs() <= radius)
+        )
     if name == "ring":
-        r2 = dx ** 2 + dy ** 2
-        return (r2 <= radius ** 2) & (r2 >= (radius * 0.55) ** 2)
+        r2 = dx**2 + dy**2
+        return (r2 <= radius**2) & (r2 >= (radius * 0.55) ** 2)
     raise ValueError(name)
 
 
 def _clutter(generator, size):
     """(3, size, size) background: noise, soft blobs and thin strokes."""
     image = 0.15 * torch.rand(3, size, size, generator=generator)
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32),
-                            torch.arange(size, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32),
+        torch.arange(size, dtype=torch.float32),
+        indexing="ij",
+    )
     for _ in range(3):
         cx, cy = (torch.rand(2, generator=generator) * size).tolist()
         sigma = 1.5 + 2.5 * torch.rand(1, generator=generator).item()
         colour = torch.rand(3, 1, 1, generator=generator) * 0.6
-        blob = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2))
+        blob = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
         image = image + colour * blob
     for _ in range(2):
         x0, y0, angle = (torch.rand(3, generator=generator) * size).tolist()

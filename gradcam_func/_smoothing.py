@@ -25,19 +25,31 @@ def _explain_copies(model, layer, batches, target, targets, options, call):
     stacked = tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
     inputs = stacked if len(stacked) > 1 else stacked[0]
     if isinstance(targets, TopK):
-        raise GradCamError(f"{call}(..., targets=top_k(k)): pass the classes explicitly, "
-                           "e.g. from grad_cam(..., targets=top_k(k)), so every copy "
-                           "explains the same classes.")
+        raise GradCamError(
+            f"{call}(..., targets=top_k(k)): pass the classes explicitly, "
+            "e.g. from grad_cam(..., targets=top_k(k)), so every copy "
+            "explains the same classes."
+        )
     if targets is not None:
         targets = [_repeat_target(t, copies) for t in targets]
-    result = cam(model, layer, inputs, _repeat_target(target, copies), targets=targets,
-                 **options)
+    result = cam(model, layer, inputs, _repeat_target(target, copies), targets=targets, **options)
     axis = 0 if targets is None else 1
     return result.unflatten(axis, (copies, -1)), axis
 
 
-def smooth_cam(model, layer, inputs, target=None, *, targets=None, samples=8,
-               noise_level=0.15, stdev=None, generator=None, **options):
+def smooth_cam(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    samples=8,
+    noise_level=0.15,
+    stdev=None,
+    generator=None,
+    **options,
+):
     """The mean CAM over ``samples`` noisy copies of the inputs (SmoothGrad, applied to
     any ``cam`` method, as SmoothGrad-CAM++ does for Grad-CAM++).
 
@@ -59,16 +71,29 @@ def smooth_cam(model, layer, inputs, target=None, *, targets=None, samples=8,
                 sigma = (noise_level * span).view(-1, *[1] * (x.ndim - 1))
             else:
                 sigma = stdev
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                                device="cpu" if generator is None else generator.device)
+            noise = torch.randn(
+                x.shape,
+                generator=generator,
+                dtype=x.dtype,
+                device="cpu" if generator is None else generator.device,
+            )
             noisy.append(x + sigma * noise.to(x.device))
         copies.append(noisy)
     result, axis = _explain_copies(model, layer, copies, target, targets, options, call)
     return result.mean(axis)
 
 
-def augmented_cam(model, layer, inputs, target=None, *, targets=None, flips=(False, True),
-                  scales=(0.9, 1.0, 1.1), **options):
+def augmented_cam(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    flips=(False, True),
+    scales=(0.9, 1.0, 1.1),
+    **options,
+):
     """The mean CAM over test-time augmentations: each horizontal flip (the map flipped
     back before averaging) times each brightness scale, pytorch-grad-cam's
     ``aug_smooth`` (a flip and scales 0.9, 1, 1.1). One batch of all copies.
@@ -79,10 +104,13 @@ def augmented_cam(model, layer, inputs, target=None, *, targets=None, flips=(Fal
     xs = as_tensor_tuple(inputs, call)
     plan = [(flip, scale) for flip in flips for scale in scales]
     if not plan:
-        raise GradCamError(f"{call}(..., flips={flips!r}, scales={scales!r}): expected at "
-                           "least one augmentation.")
+        raise GradCamError(
+            f"{call}(..., flips={flips!r}, scales={scales!r}): expected at least one augmentation."
+        )
     copies = [[(x.flip(-1) if flip else x) * scale for x in xs] for flip, scale in plan]
     result, axis = _explain_copies(model, layer, copies, target, targets, options, call)
-    maps = [result.select(axis, i).flip(-1) if flip else result.select(axis, i)
-            for i, (flip, _) in enumerate(plan)]
+    maps = [
+        result.select(axis, i).flip(-1) if flip else result.select(axis, i)
+        for i, (flip, _) in enumerate(plan)
+    ]
     return torch.stack(maps).mean(0)

@@ -32,13 +32,28 @@ from torch import nn
 from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-from ._checks import (GradCamError, as_args_tuple, as_tensor_tuple, check_params,
-                      model_failed, prepare_model, resolve_layer)
+from ._checks import (
+    GradCamError,
+    as_args_tuple,
+    as_tensor_tuple,
+    check_params,
+    model_failed,
+    prepare_model,
+    resolve_layer,
+)
 from ._outputs import entries_like, flatten, unflatten
 from ._producers import Ops, source_of
 
-__all__ = ["layer_vjp", "split", "forward_with", "differentiable_context", "run",
-           "model_state", "output_vjp", "keep_graph"]
+__all__ = [
+    "layer_vjp",
+    "split",
+    "forward_with",
+    "differentiable_context",
+    "run",
+    "model_state",
+    "output_vjp",
+    "keep_graph",
+]
 
 _SPECS = weakref.WeakKeyDictionary()  # layer module -> {signature: spec}
 _KEEP_GRAPH = contextvars.ContextVar("keep_graph", default=False)
@@ -96,8 +111,10 @@ def model_state(model, params):
         return {}
     params = params or {}
     keep = _KEEP_GRAPH.get()
-    state = {name: params[name] if name in params else (p if keep else p.detach())
-             for name, p in model.named_parameters()}
+    state = {
+        name: params[name] if name in params else (p if keep else p.detach())
+        for name, p in model.named_parameters()
+    }
     state.update({name: params.get(name, b) for name, b in model.named_buffers()})
     return state
 
@@ -113,12 +130,17 @@ def run(model, state, args, call, ops=None):
     gradcam_func's own exceptions pass through.
     """
     try:
-        with ops if ops is not None else contextlib.nullcontext(), \
-                _checkpointing_off(model), _attention_for_transforms():
+        with (
+            ops if ops is not None else contextlib.nullcontext(),
+            _checkpointing_off(model),
+            _attention_for_transforms(),
+        ):
             if not isinstance(model, nn.Module):
                 return model(*args), {}
-            buffers = {name: state[name] if state[name] is None else state[name].clone()
-                       for name, _ in model.named_buffers()}
+            buffers = {
+                name: state[name] if state[name] is None else state[name].clone()
+                for name, _ in model.named_buffers()
+            }
             return torch.func.functional_call(model, {**state, **buffers}, args), buffers
     except Exception as error:
         if not _raised_by_torch_or_python(error):
@@ -181,12 +203,14 @@ def _register(module, attribute_to_layer_input, on_value):
     ``(args, kwargs)``. A value returned by ``on_value`` replaces the layer's output.
     """
     if attribute_to_layer_input:
+
         def pre_hook(_, args, kwargs):
             on_value((args, kwargs), (args, kwargs))
 
         return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
     return module.register_forward_hook(
-        lambda _, args, kwargs, out: on_value(out, (args, kwargs)), with_kwargs=True)
+        lambda _, args, kwargs, out: on_value(out, (args, kwargs)), with_kwargs=True
+    )
 
 
 def _layer_name(model, module):
@@ -250,13 +274,13 @@ def _probe(model, module, args, state, attribute_to_layer_input, call):
 
     def stop(value, received):
         with ops.paused():
-            raise _Found(_describe(value, received, attribute_to_layer_input, ops,
-                                   args, state))
+            raise _Found(_describe(value, received, attribute_to_layer_input, ops, args, state))
 
     handle = _register(module, attribute_to_layer_input, stop)
     try:
-        accelerators = {a.device for a in args
-                        if isinstance(a, torch.Tensor) and a.device.type == "cuda"}
+        accelerators = {
+            a.device for a in args if isinstance(a, torch.Tensor) and a.device.type == "cuda"
+        }
         with torch.random.fork_rng(devices=list(accelerators)), torch.no_grad():
             run(model, state, args, call, ops)
     except _Found as found:
@@ -268,6 +292,7 @@ def _probe(model, module, args, state, attribute_to_layer_input, call):
 
 def _on_meta(values):
     """Empty meta tensors in place of the Tensors of a tuple or dict."""
+
     def meta(v):
         if isinstance(v, torch.Tensor):
             return torch.empty(v.shape, dtype=v.dtype, device="meta")
@@ -283,8 +308,7 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
     if meta and isinstance(model, nn.Module):
         meta_args = _on_meta(args)
         try:
-            return _probe(model, module, meta_args, _on_meta(state),
-                          attribute_to_layer_input, call)
+            return _probe(model, module, meta_args, _on_meta(state), attribute_to_layer_input, call)
         except Exception:  # noqa: BLE001, S110
             # Ops without meta kernels, data-dependent control flow, device checks:
             # the real probe below runs the trunk and raises the model's real error.
@@ -292,8 +316,16 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
     return _probe(model, module, args, state, attribute_to_layer_input, call)
 
 
-def split(model, layer, inputs, *, additional_forward_args=None, params=None,
-          attribute_to_layer_input=False, call="layer_vjp"):
+def split(
+    model,
+    layer,
+    inputs,
+    *,
+    additional_forward_args=None,
+    params=None,
+    attribute_to_layer_input=False,
+    call="layer_vjp",
+):
     """The split with everything flat: a ``Split`` (output, tensors, acts, pullback,
     finish, jvp).
 
@@ -317,8 +349,9 @@ def split(model, layer, inputs, *, additional_forward_args=None, params=None,
         raise GradCamError(f"{call}(..., layer=[]): expected at least one layer.")
     modules = [resolve_layer(model, one, call) for one in layers]
     if len({id(m) for m in modules}) != len(modules):
-        raise GradCamError(f"{call}(..., layer=[...]): a layer is listed twice; list each "
-                           "layer once.")
+        raise GradCamError(
+            f"{call}(..., layer=[...]): a layer is listed twice; list each layer once."
+        )
     check_params(model, params, call)
     state = model_state(model, params)
     signature = _signature(args, attribute_to_layer_input)
@@ -326,20 +359,28 @@ def split(model, layer, inputs, *, additional_forward_args=None, params=None,
     for module in modules:
         spec = _SPECS.setdefault(module, {}).get(signature)
         if spec is None:
-            spec = _find_spec(model, module, args, state, attribute_to_layer_input, call,
-                              meta=True)
+            spec = _find_spec(model, module, args, state, attribute_to_layer_input, call, meta=True)
         specs.append(spec)
     for _ in range(2):
         for module, spec in zip(modules, specs, strict=True):
             _check_spec(spec, model, module, attribute_to_layer_input, call)
             _SPECS[module][signature] = spec
         try:
-            return _split_with(model, modules, args, state, attribute_to_layer_input,
-                               specs, call,
-                               write_back=params is None and isinstance(model, nn.Module))
+            return _split_with(
+                model,
+                modules,
+                args,
+                state,
+                attribute_to_layer_input,
+                specs,
+                call,
+                write_back=params is None and isinstance(model, nn.Module),
+            )
         except _Stale:
-            specs = [_find_spec(model, module, args, state, attribute_to_layer_input, call,
-                                meta=False) for module in modules]
+            specs = [
+                _find_spec(model, module, args, state, attribute_to_layer_input, call, meta=False)
+                for module in modules
+            ]
     raise GradCamError(
         f"{call}(..., layer={_layer_name(model, modules[0])}): the forward pass runs "
         "differently each time (the layer's tensors change shape or come from other "
@@ -372,12 +413,13 @@ def _check_spec(spec, model, module, attribute_to_layer_input, call):
 
 def _tagged(spec, index):
     """The spec with its hook sources tagged by the layer's index among the layers."""
-    return tuple((shape, dtype, ("hook", index, source[1]) if source[0] == "hook"
-                  else source) for shape, dtype, source in spec)
+    return tuple(
+        (shape, dtype, ("hook", index, source[1]) if source[0] == "hook" else source)
+        for shape, dtype, source in spec
+    )
 
 
-def _split_with(model, modules, args, state, attribute_to_layer_input, specs, call,
-                write_back):
+def _split_with(model, modules, args, state, attribute_to_layer_input, specs, call, write_back):
     specs = [_tagged(spec, i) for i, spec in enumerate(specs)]
     every = [entry for spec in specs for entry in spec]
     sources = list(dict.fromkeys(source for _, _, source in every))
@@ -389,8 +431,9 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
         ops = None
         if any(source[0] == "op" for source in sources):
             ops = Ops({(s[1], s[2]): e for s, e in eps.items() if s[0] == "op"})
-        run_args = tuple(arg + eps[("input", i)] if ("input", i) in eps else arg
-                         for i, arg in enumerate(args))
+        run_args = tuple(
+            arg + eps[("input", i)] if ("input", i) in eps else arg for i, arg in enumerate(args)
+        )
         run_state = dict(state)
         for source, e in eps.items():
             if source[0] == "state":
@@ -409,13 +452,21 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
                     seen[index].append(tensors)
                     if not any_hook[index]:
                         return None
-                    return unflatten(tree, tuple(
-                        t + eps[("hook", index, i)] if ("hook", index, i) in eps else t
-                        for i, t in enumerate(tensors)), others)
+                    return unflatten(
+                        tree,
+                        tuple(
+                            t + eps[("hook", index, i)] if ("hook", index, i) in eps else t
+                            for i, t in enumerate(tensors)
+                        ),
+                        others,
+                    )
+
             return at_layer
 
-        handles = [_register(module, attribute_to_layer_input, hook_for(i))
-                   for i, module in enumerate(modules)]
+        handles = [
+            _register(module, attribute_to_layer_input, hook_for(i))
+            for i, module in enumerate(modules)
+        ]
         try:
             output, buffers = run(model, run_state, run_args, call, ops)
         finally:
@@ -427,10 +478,14 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
 
     forward = functools.partial(forward_on, state)
     device = _device(args, state)
-    zeros = [torch.zeros(next(shape for shape, _, s in every if s == source),
-                         dtype=next(dtype for _, dtype, s in every if s == source),
-                         device=device)
-             for source in sources]
+    zeros = [
+        torch.zeros(
+            next(shape for shape, _, s in every if s == source),
+            dtype=next(dtype for _, dtype, s in every if s == source),
+            device=device,
+        )
+        for source in sources
+    ]
     output, tensors, vjp_fn, (acts, buffers) = output_vjp(forward, zeros, call)
 
     def pullback(cotangents):
@@ -442,13 +497,21 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
     # Forward mode runs the model again for each (vmapped) batch of tangents, with
     # train-mode BatchNorm on batch statistics but no running-statistic updates (the
     # pass above made the one update); in eval mode nothing differs.
-    tangent_state = {**state, **{f"{name}.{buffer}": None
-                                 for name, module in model.named_modules()
-                                 if isinstance(module, nn.modules.batchnorm._BatchNorm)
-                                 and module.training and module.track_running_stats
-                                 for buffer in ("running_mean", "running_var",
-                                                "num_batches_tracked")}} \
-        if isinstance(model, nn.Module) else state
+    tangent_state = (
+        {
+            **state,
+            **{
+                f"{name}.{buffer}": None
+                for name, module in model.named_modules()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and module.training
+                and module.track_running_stats
+                for buffer in ("running_mean", "running_var", "num_batches_tracked")
+            },
+        }
+        if isinstance(model, nn.Module)
+        else state
+    )
 
     def tangent_forward(*perturbations):
         return flatten(forward_on(tangent_state, *perturbations)[0])[0]
@@ -460,8 +523,9 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
         for spec, layer_tangents in zip(specs, tangents, strict=True):
             for (_, _, source), tangent in zip(spec, layer_tangents, strict=True):
                 by_source.setdefault(source, tangent)
-        return torch.func.jvp(tangent_forward, tuple(zeros),
-                              tuple(by_source[source] for source in sources))[1]
+        return torch.func.jvp(
+            tangent_forward, tuple(zeros), tuple(by_source[source] for source in sources)
+        )[1]
 
     def finish():
         """Write the forward's buffer updates into the module, once the call succeeded."""
@@ -534,8 +598,9 @@ def _device(args, state):
     return (floating or tensors)[0].device
 
 
-def forward_with(model, layer, inputs, *, additional_forward_args=None, params=None,
-                 replace=None, call="cam"):
+def forward_with(
+    model, layer, inputs, *, additional_forward_args=None, params=None, replace=None, call="cam"
+):
     """One forward that sees the layer's output: ``(output, tensors)``.
 
     tensors: the floating-point Tensors of the layer's output, as a tuple. With
@@ -571,8 +636,15 @@ def forward_with(model, layer, inputs, *, additional_forward_args=None, params=N
     return output, seen[0]
 
 
-def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None,
-              attribute_to_layer_input=False):
+def layer_vjp(
+    model,
+    layer,
+    inputs,
+    *,
+    additional_forward_args=None,
+    params=None,
+    attribute_to_layer_input=False,
+):
     """The model split at ``layer``: ``(output, activation, pullback)``.
 
     model: an nn.Module or a callable that calls ``layer``; inputs: a Tensor or a tuple
@@ -597,8 +669,13 @@ def layer_vjp(model, layer, inputs, *, additional_forward_args=None, params=None
     call = "layer_vjp"
     with _eager_no_grad():
         output, tensors, acts, vjp_fn, finish, _ = split(
-            model, layer, inputs, additional_forward_args=additional_forward_args,
-            params=params, attribute_to_layer_input=attribute_to_layer_input, call=call,
+            model,
+            layer,
+            inputs,
+            additional_forward_args=additional_forward_args,
+            params=params,
+            attribute_to_layer_input=attribute_to_layer_input,
+            call=call,
         )
     finish()
 
@@ -631,10 +708,16 @@ def _cotangent_tensors(cotangent, output, tensors, call):
         if value is None:
             value = torch.zeros_like(tensor)
         where = "" if isinstance(output, torch.Tensor) else f" at output tensor {i}"
-        if (not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(tensor.shape)
-                or value.dtype != tensor.dtype):
-            got = (f"shape {tuple(value.shape)} and dtype {value.dtype}"
-                   if isinstance(value, torch.Tensor) else type(value).__name__)
+        if (
+            not isinstance(value, torch.Tensor)
+            or tuple(value.shape) != tuple(tensor.shape)
+            or value.dtype != tensor.dtype
+        ):
+            got = (
+                f"shape {tuple(value.shape)} and dtype {value.dtype}"
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
             raise GradCamError(
                 f"{call}(...) pullback(cotangent): the cotangent{where} must be a Tensor "
                 f"shaped like the output, shape {tuple(tensor.shape)} and dtype "

@@ -20,11 +20,14 @@ def every_class(targets, output, call):
     """``targets``, with "all" (every class of a (B, N) output) spelled out as 0..N-1."""
     if not (isinstance(targets, str) and targets == "all"):
         return targets
-    _needs_tensor(output, call, "targets='all'",
-                  "targets=[lambda out, k=k: {scores}[:, k] for k in range(n)]")
+    _needs_tensor(
+        output, call, "targets='all'", "targets=[lambda out, k=k: {scores}[:, k] for k in range(n)]"
+    )
     if output.ndim != 2:
-        raise GradCamError(f"{call}(..., targets='all'): needs class scores (B, N), got an "
-                           f"output of shape {tuple(output.shape)}.")
+        raise GradCamError(
+            f"{call}(..., targets='all'): needs class scores (B, N), got an "
+            f"output of shape {tuple(output.shape)}."
+        )
     return list(range(output.shape[1]))
 
 
@@ -42,7 +45,8 @@ class TopK:
         if scores is not None and not callable(scores):
             raise GradCamError(
                 f"top_k({k}, scores=...): expected a callable output -> (B, N) scores, "
-                f"e.g. lambda out: out.logits; got {_describe(scores)}.")
+                f"e.g. lambda out: out.logits; got {_describe(scores)}."
+            )
         self.k = k
         self.scores = scores
 
@@ -60,14 +64,19 @@ class TopK:
     def score_tensor(self, output, call):
         """The (B, N) scores the classes are chosen from."""
         if self.scores is None:
-            _needs_tensor(output, call, f"targets=top_k({self.k})",
-                          f"targets=top_k({self.k}, scores=lambda out: {{scores}})")
+            _needs_tensor(
+                output,
+                call,
+                f"targets=top_k({self.k})",
+                f"targets=top_k({self.k}, scores=lambda out: {{scores}})",
+            )
             return output
         scores = self.scores(output)
         if not isinstance(scores, torch.Tensor):
             raise GradCamError(
                 f"{call}(..., targets=top_k({self.k}, scores=...)): scores must return a "
-                f"Tensor (B, N), returned {_describe(scores)}.")
+                f"Tensor (B, N), returned {_describe(scores)}."
+            )
         return scores
 
     def classes(self, output, call):
@@ -93,8 +102,9 @@ class _Picked:
 
     def __call__(self, output):
         scores = self.scores(output)
-        return scores[torch.arange(scores.shape[0], device=scores.device),
-                      self.classes.to(scores.device)]
+        return scores[
+            torch.arange(scores.shape[0], device=scores.device), self.classes.to(scores.device)
+        ]
 
 
 def top_k(k, scores=None):
@@ -108,8 +118,10 @@ def top_k(k, scores=None):
 
 def _fields(output):
     """The output's Tensors, listed for a message: ``out.logits (2, 5) torch.float32``."""
-    return "; ".join(f"{path} {tuple(t.shape)} {t.dtype}"
-                     for path, t in tensor_fields(output)[:6]) or "none"
+    return (
+        "; ".join(f"{path} {tuple(t.shape)} {t.dtype}" for path, t in tensor_fields(output)[:6])
+        or "none"
+    )
 
 
 def _needs_tensor(output, call, argument, example):
@@ -136,8 +148,7 @@ def check_index(index, output, call, argument):
     for axis, (i, size) in enumerate(zip(index, output.shape[1:], strict=False), start=1):
         if isinstance(i, bool) or not isinstance(i, int):
             raise GradCamError(
-                f"{call}(..., {argument}=...): index entries must be ints, got "
-                f"{_describe(i)}."
+                f"{call}(..., {argument}=...): index entries must be ints, got {_describe(i)}."
             )
         if not -size <= i < size:
             raise GradCamError(
@@ -184,10 +195,16 @@ def _callable_cotangents(output, target, batch, call, argument):
                 f"{type(error).__name__}: {error} (it was given the model's output, a "
                 f"{type(output).__name__}; its Tensors: {_fields(output)})."
             ) from error
-        if (not isinstance(score, torch.Tensor) or not score.is_floating_point()
-                or tuple(score.shape) != (batch,)):
-            got = (f"shape {tuple(score.shape)} and dtype {score.dtype}"
-                   if isinstance(score, torch.Tensor) else _describe(score))
+        if (
+            not isinstance(score, torch.Tensor)
+            or not score.is_floating_point()
+            or tuple(score.shape) != (batch,)
+        ):
+            got = (
+                f"shape {tuple(score.shape)} and dtype {score.dtype}"
+                if isinstance(score, torch.Tensor)
+                else _describe(score)
+            )
             raise GradCamError(
                 f"{call}(..., {argument}={name}): a callable target must map the output "
                 f"to one floating-point score per example, shape ({batch},); it returned "
@@ -207,8 +224,11 @@ def cotangent(output, target, batch, call="grad_cam", argument="target"):
     """
     if callable(target) and not isinstance(target, torch.Tensor):
         return _callable_cotangents(output, target, batch, call, argument)
-    shown = f"{argument}={target!r}" if target is None or isinstance(target, (int, tuple)) \
+    shown = (
+        f"{argument}={target!r}"
+        if target is None or isinstance(target, (int, tuple))
         else f"{argument}=..."
+    )
     _needs_tensor(output, call, shown, f"{argument}=lambda out: {{scores}}[:, k]")
     if output.ndim == 0 or output.shape[0] != batch:
         raise GradCamError(
@@ -265,6 +285,7 @@ def cotangents(output, targets, batch, call="grad_cam"):
         )
     if len(targets) == 0:
         raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")
-    per_target = [cotangent(output, target, batch, call, f"targets[{k}]")
-                  for k, target in enumerate(targets)]
+    per_target = [
+        cotangent(output, target, batch, call, f"targets[{k}]") for k, target in enumerate(targets)
+    ]
     return tuple(torch.stack(stack) for stack in zip(*per_target, strict=True))

@@ -28,16 +28,18 @@ def infer_token_grid(tokens, image_size):
         count = tokens - prefix
         for h in range(1, count + 1):
             w = count // h
-            if count % h == 0 and height % h == 0 and width % w == 0 \
-                    and height // h == width // w:
+            if count % h == 0 and height % h == 0 and width % w == 0 and height // h == width // w:
                 found.append((h, w, prefix))
     if len(found) == 1:
         return found[0]
     shown = "; ".join(f"token_grid=({h}, {w}), prefix_tokens={p}" for h, w, p in found[:3])
     raise GradCamError(
         f"cam(..., token_grid='auto'): {tokens} tokens for a {height} x {width} image "
-        + ("fit no grid of the image's shape after 0 to 8 prefix tokens" if not found else
-           f"fit {len(found)} grids ({shown})")
+        + (
+            "fit no grid of the image's shape after 0 to 8 prefix tokens"
+            if not found
+            else f"fit {len(found)} grids ({shown})"
+        )
         + ". Pass token_grid=(h, w) and prefix_tokens=n yourself."
     )
 
@@ -57,7 +59,8 @@ def to_channels_first(x, channel_axis=1, token_grid=None, prefix_tokens=0, image
                 f"cam(..., token_grid='auto'): needs a token activation (B, T, D) and an "
                 f"image input (B, C, H, W); got an activation of shape {tuple(x.shape)}"
                 + (f" and inputs of size {tuple(image_size)}" if image_size else "")
-                + ". Pass token_grid=(h, w) and prefix_tokens=n yourself.")
+                + ". Pass token_grid=(h, w) and prefix_tokens=n yourself."
+            )
         h, w, prefix_tokens = infer_token_grid(x.shape[1], image_size)
         token_grid = (h, w)
     if token_grid is not None:

@@ -43,15 +43,21 @@ class LayerGradCam:
     @classmethod
     def get_name(cls):
         """``"Layer Grad Cam"``: the class name with a space before each capital."""
-        return "".join(c if c.islower() or i == 0 else " " + c
-                       for i, c in enumerate(cls.__name__))
+        return "".join(c if c.islower() or i == 0 else " " + c for i, c in enumerate(cls.__name__))
 
     def has_convergence_delta(self):
         return False
 
-    def attribute(self, inputs, target=None, additional_forward_args=None,
-                  attribute_to_layer_input=False, relu_attributions=False,
-                  attr_dim_summation=True, grad_kwargs=None):
+    def attribute(
+        self,
+        inputs,
+        target=None,
+        additional_forward_args=None,
+        attribute_to_layer_input=False,
+        relu_attributions=False,
+        attr_dim_summation=True,
+        grad_kwargs=None,
+    ):
         """Grad-CAM at ``self.layer``: (B, 1, *S), or (B, C, *S) without summation."""
         unknown = sorted(set(grad_kwargs or {}) - set(_GRAD_KWARGS))
         if unknown:
@@ -63,14 +69,17 @@ class LayerGradCam:
         create_graph = (grad_kwargs or {}).get("create_graph")
         with keep_graph() if create_graph else contextlib.nullcontext():
             return grad_cam(
-                self.forward_func, self.layer, inputs, target,
+                self.forward_func,
+                self.layer,
+                inputs,
+                target,
                 additional_forward_args=additional_forward_args,
                 attribute_to_layer_input=attribute_to_layer_input,
-                relu=relu_attributions, sum_channels=attr_dim_summation,
+                relu=relu_attributions,
+                sum_channels=attr_dim_summation,
             )
 
     @staticmethod
     def interpolate(layer_attribution, interpolate_dims, interpolate_mode="nearest"):
         """Captum's ``LayerAttribution.interpolate``: resize a CAM to ``interpolate_dims``."""
         return interpolate(layer_attribution, interpolate_dims, interpolate_mode)
-

@@ -24,8 +24,15 @@ from . import ops
 from ._checks import GradCamError
 from ._targets import TopK, check_index, top_k
 
-__all__ = ["grad_cam", "layer_vjp", "grad_cam_flax", "flax_layer_vjp", "top_k",
-           "to_jax", "to_torch"]
+__all__ = [
+    "grad_cam",
+    "layer_vjp",
+    "grad_cam_flax",
+    "flax_layer_vjp",
+    "top_k",
+    "to_jax",
+    "to_torch",
+]
 
 
 def layer_vjp(trunk, head, inputs):
@@ -51,7 +58,8 @@ def cotangent(output, target, argument="target", call="grad_cam"):
             raise GradCamError(
                 f"{call}(..., {argument}=None): without a target the model must return one "
                 f"score per example, but its output has shape {tuple(output.shape)}. Pass a target "
-                "(an int, a per-example array or a callable) to pick one.")
+                "(an int, a per-example array or a callable) to pick one."
+            )
         return jnp.ones_like(output)
     if callable(target):
         score, vjp_fn = jax.vjp(target, output)
@@ -60,25 +68,32 @@ def cotangent(output, target, argument="target", call="grad_cam"):
                 f"{call}(..., {argument}={getattr(target, '__name__', 'fn')}): a callable "
                 f"target must map the output {tuple(output.shape)} to one score per example, "
                 f"shape ({batch},); it returned {getattr(score, 'shape', type(score))}. Reduce "
-                "to one score per example, e.g. lambda out: out[:, k].")
+                "to one score per example, e.g. lambda out: out[:, k]."
+            )
         return vjp_fn(jnp.ones_like(score))[0]
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         target = (target,)
     if isinstance(target, tuple):
-        check_index(tuple(int(i) if isinstance(i, np.integer) else i for i in target),
-                    output, call, argument)
+        check_index(
+            tuple(int(i) if isinstance(i, np.integer) else i for i in target),
+            output,
+            call,
+            argument,
+        )
         return jnp.zeros_like(output).at[(slice(None), *target)].set(1)
     classes = jnp.asarray(target)
     if not jnp.issubdtype(classes.dtype, jnp.integer) or classes.ndim > 1:
         raise GradCamError(
             f"{call}(..., {argument}=...): expected None, an int, a tuple of ints, an integer "
             f"array of shape ({batch},), or a callable output -> (B,) score; got "
-            f"{type(target).__name__} of shape {getattr(classes, 'shape', '?')}.")
+            f"{type(target).__name__} of shape {getattr(classes, 'shape', '?')}."
+        )
     if output.ndim != 2:
         raise GradCamError(
             f"{call}(..., {argument}=...): an array of class indices needs an output of "
             f"shape (B, N), got {tuple(output.shape)}. Pass a tuple of ints or a "
-            "callable target instead.")
+            "callable target instead."
+        )
     if not isinstance(classes, jax.core.Tracer):
         # JAX drops out-of-range scatter indices silently (a zero CAM): check when concrete
         _check_classes(np.asarray(classes), output, call, argument)
@@ -88,7 +103,8 @@ def cotangent(output, target, argument="target", call="grad_cam"):
         raise GradCamError(
             f"{call}(..., {argument}=...): a per-example target needs one entry per example: "
             f"got {classes.shape[0]} entries for a batch of {batch}. Pass an array of "
-            f"shape ({batch},).")
+            f"shape ({batch},)."
+        )
     return jnp.zeros_like(output).at[jnp.arange(batch), classes].set(1)
 
 
@@ -99,19 +115,20 @@ def _check_classes(classes, output, call, argument):
         raise GradCamError(
             f"{call}(..., {argument}=array({classes.tolist()})): class {classes[bad].flat[0]} "
             f"is out of range for the model's output, which has shape {tuple(output.shape)}. "
-            f"Use indices in [0, {output.shape[1]}).")
+            f"Use indices in [0, {output.shape[1]})."
+        )
 
 
-def _explain(output, acts, pullback, target, targets, relu, sum_channels, channel_axis,
-             call):
+def _explain(output, acts, pullback, target, targets, relu, sum_channels, channel_axis, call):
     """Shared by grad_cam and grad_cam_flax: cotangents, vmap of the pullback, ops."""
     if target is not None and targets is not None:
         raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
 
     def cams_of(cot):
         grads = jnp.moveaxis(pullback(cot), channel_axis, 1)
-        cam = ops.grad_cam_from(jnp.moveaxis(acts, channel_axis, 1), grads, relu=relu,
-                                sum_channels=sum_channels)
+        cam = ops.grad_cam_from(
+            jnp.moveaxis(acts, channel_axis, 1), grads, relu=relu, sum_channels=sum_channels
+        )
         return jnp.moveaxis(cam, 1, channel_axis)
 
     if targets is None:
@@ -123,14 +140,16 @@ def _explain(output, acts, pullback, target, targets, relu, sum_channels, channe
         targets = list(classes)
     if len(targets) == 0:
         raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")
-    cotangents = jnp.stack([cotangent(output, t, f"targets[{k}]", call)
-                            for k, t in enumerate(targets)])
+    cotangents = jnp.stack(
+        [cotangent(output, t, f"targets[{k}]", call) for k, t in enumerate(targets)]
+    )
     cams = jax.vmap(cams_of)(cotangents)
     return cams if classes is None else (cams, classes)
 
 
-def grad_cam(trunk, head, inputs, target=None, *, targets=None, relu=False,
-             sum_channels=True, channel_axis=1):
+def grad_cam(
+    trunk, head, inputs, target=None, *, targets=None, relu=False, sum_channels=True, channel_axis=1
+):
     """Grad-CAM of ``head(trunk(inputs))`` at the activation ``trunk(inputs)``.
 
     Activation (B, C, *S) (or channels at ``channel_axis``); returns (B, 1, *S), or
@@ -138,8 +157,9 @@ def grad_cam(trunk, head, inputs, target=None, *, targets=None, relu=False,
     with ``targets=top_k(k)`` returns (cams, classes (k, B)). jit-compatible.
     """
     output, acts, pullback = layer_vjp(trunk, head, inputs)
-    return _explain(output, acts, pullback, target, targets, relu, sum_channels,
-                    channel_axis, "grad_cam")
+    return _explain(
+        output, acts, pullback, target, targets, relu, sum_channels, channel_axis, "grad_cam"
+    )
 
 
 def flax_layer_vjp(model, variables, inputs, layer):
@@ -161,18 +181,22 @@ def flax_layer_vjp(model, variables, inputs, layer):
             if context.method_name != "__call__" or context.module.path != path:
                 return out
             if seen:
-                raise GradCamError(f"{call}(..., layer={layer!r}): the submodule is called "
-                                   "more than once in one forward pass, so its activation "
-                                   "is ambiguous. Pick a submodule that runs once.")
+                raise GradCamError(
+                    f"{call}(..., layer={layer!r}): the submodule is called "
+                    "more than once in one forward pass, so its activation "
+                    "is ambiguous. Pick a submodule that runs once."
+                )
             seen.append(out)
             return out if perturbation is None else out + perturbation
 
         with nn.intercept_methods(interceptor):
             output = model.apply(variables, inputs)
         if not seen:
-            raise GradCamError(f"{call}(..., layer={layer!r}): no submodule with that path "
-                               "ran in the forward pass. Paths are the names in "
-                               "variables['params'], joined with dots.")
+            raise GradCamError(
+                f"{call}(..., layer={layer!r}): no submodule with that path "
+                "ran in the forward pass. Paths are the names in "
+                "variables['params'], joined with dots."
+            )
         return output, seen[0]
 
     spec = jax.eval_shape(lambda: run(None)[1])
@@ -181,16 +205,27 @@ def flax_layer_vjp(model, variables, inputs, layer):
     return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
 
 
-def grad_cam_flax(model, variables, inputs, layer, target=None, *, targets=None,
-                  relu=False, sum_channels=True, channel_axis=-1):
+def grad_cam_flax(
+    model,
+    variables,
+    inputs,
+    layer,
+    target=None,
+    *,
+    targets=None,
+    relu=False,
+    sum_channels=True,
+    channel_axis=-1,
+):
     """Grad-CAM of a Flax linen ``model`` at the submodule ``layer`` (dotted path).
 
     Flax convolutions are channels-last, so ``channel_axis`` defaults to -1: an
     activation (B, *S, C) gives (B, *S, 1), or (K, B, *S, 1) for ``targets``.
     """
     output, acts, pullback = flax_layer_vjp(model, variables, inputs, layer)
-    return _explain(output, acts, pullback, target, targets, relu, sum_channels,
-                    channel_axis, "grad_cam_flax")
+    return _explain(
+        output, acts, pullback, target, targets, relu, sum_channels, channel_axis, "grad_cam_flax"
+    )
 
 
 def to_jax(tensor):

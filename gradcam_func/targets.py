@@ -27,11 +27,9 @@ import torch
 
 from ._checks import GradCamError, _describe
 
-__all__ = ["segmentation", "detection", "similarity", "regression", "contrast", "finer",
-           "box_iou"]
+__all__ = ["segmentation", "detection", "similarity", "regression", "contrast", "finer", "box_iou"]
 
-_GUESSES = ("logits", "out", "image_embeds", "text_embeds", "pooler_output",
-            "last_hidden_state")
+_GUESSES = ("logits", "out", "image_embeds", "text_embeds", "pooler_output", "last_hidden_state")
 
 
 def _pick(output, picker, what, builder):
@@ -41,8 +39,7 @@ def _pick(output, picker, what, builder):
     if isinstance(output, torch.Tensor):
         return output
     for name in _GUESSES:
-        value = output.get(name) if isinstance(output, Mapping) else getattr(output, name,
-                                                                               None)
+        value = output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
         if isinstance(value, torch.Tensor):
             return value
     raise GradCamError(
@@ -73,8 +70,7 @@ def segmentation(cls, mask=None, *, reduction="sum", logits=None):
     or ``out["out"]`` (torchvision), or what ``logits(out)`` returns.
     """
     if reduction not in ("sum", "mean"):
-        raise GradCamError(f"segmentation(..., reduction={reduction!r}): expected 'sum' or "
-                           "'mean'.")
+        raise GradCamError(f"segmentation(..., reduction={reduction!r}): expected 'sum' or 'mean'.")
     name = f"segmentation(cls={cls}{', mask' if mask is not None else ''})"
 
     def score(output):
@@ -83,10 +79,14 @@ def segmentation(cls, mask=None, *, reduction="sum", logits=None):
             raise GradCamError(
                 f"{name}: expected segmentation logits (B, classes, *S), got shape "
                 f"{tuple(scores.shape)}. A classifier's output has no pixels: use a class "
-                "index target instead.")
+                "index target instead."
+            )
         plane = scores[:, cls]
-        region = (scores.argmax(1) == cls) if mask is None else torch.as_tensor(
-            mask, device=plane.device).bool().expand_as(plane)
+        region = (
+            (scores.argmax(1) == cls)
+            if mask is None
+            else torch.as_tensor(mask, device=plane.device).bool().expand_as(plane)
+        )
         weight = region.to(plane.dtype)
         total = (plane * weight).flatten(1).sum(1)
         if reduction == "mean":
@@ -132,18 +132,30 @@ def detection(box, cls, *, iou_threshold=0.5, box_terms=False):
 
     def score(output):
         if isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping):
-            return torch.stack([_torchvision_score(o, _box_of(box, b, o["boxes"]), cls,
-                                                   iou_threshold, box_terms)
-                                for b, o in enumerate(output)])
-        logits = getattr(output, "logits", None) if not isinstance(output, Mapping) \
+            return torch.stack(
+                [
+                    _torchvision_score(
+                        o, _box_of(box, b, o["boxes"]), cls, iou_threshold, box_terms
+                    )
+                    for b, o in enumerate(output)
+                ]
+            )
+        logits = (
+            getattr(output, "logits", None)
+            if not isinstance(output, Mapping)
             else output.get("logits")
-        boxes = getattr(output, "pred_boxes", None) if not isinstance(output, Mapping) \
+        )
+        boxes = (
+            getattr(output, "pred_boxes", None)
+            if not isinstance(output, Mapping)
             else output.get("pred_boxes")
+        )
         if not isinstance(logits, torch.Tensor) or not isinstance(boxes, torch.Tensor):
             raise GradCamError(
                 f"{name}: expected a detector's output, DETR-style (logits, pred_boxes) or "
                 f"a list of dicts with boxes, labels and scores; got {_describe(output)}. "
-                "A classifier's output has no boxes: use a class index target instead.")
+                "A classifier's output has no boxes: use a class index target instead."
+            )
         probabilities = logits.softmax(-1)[..., cls]  # (B, Q)
         predicted = _cxcywh_to_xyxy(boxes)
         scores = []
@@ -182,11 +194,14 @@ def similarity(reference, *, embedding=None):
     The embedding is the output itself, ``out.image_embeds``, ``out.pooler_output``, ...
     or what ``embedding(out)`` returns.
     """
+
     def score(output):
         vectors = _pick(output, embedding, "embedding", "similarity(...)")
         if vectors.ndim != 2:
-            raise GradCamError(f"similarity(...): expected embeddings (B, D), got shape "
-                               f"{tuple(vectors.shape)}; pass embedding=lambda out: ... ")
+            raise GradCamError(
+                f"similarity(...): expected embeddings (B, D), got shape "
+                f"{tuple(vectors.shape)}; pass embedding=lambda out: ... "
+            )
         target = torch.as_tensor(reference, dtype=vectors.dtype, device=vectors.device)
         return torch.nn.functional.cosine_similarity(vectors, target.expand_as(vectors), dim=1)
 
@@ -198,8 +213,10 @@ def regression(index=None, *, reduce=None, values=None):
     several axes), or any reduction ``reduce(values) -> (B,)`` (e.g. the norm of a
     predicted vector). ``values(out)`` picks the Tensor from a structured output."""
     if (index is None) == (reduce is None):
-        raise GradCamError("regression(...): pass one of index= (a coordinate) or reduce= "
-                           "(a function of the output's values).")
+        raise GradCamError(
+            "regression(...): pass one of index= (a coordinate) or reduce= "
+            "(a function of the output's values)."
+        )
     index = index if isinstance(index, tuple) or index is None else (index,)
 
     def score(output):
@@ -211,6 +228,7 @@ def regression(index=None, *, reduce=None, values=None):
 
 def contrast(a, b, *, logits=None):
     """Class a's score minus class b's: what makes the model choose a over b."""
+
     def score(output):
         scores = _pick(output, logits, "logits", "contrast(...)")
         return scores[:, a] - scores[:, b]
@@ -222,10 +240,11 @@ def finer(a, similar=3, *, logits=None):
     """Class a's score minus the mean score of the ``similar`` classes the model scores
     closest to a in each example (Finer-CAM's comparison with confusable classes), or
     minus the mean of the classes listed in ``similar``."""
+
     def score(output):
         scores = _pick(output, logits, "logits", "finer(...)")
         if isinstance(similar, int):
-            gap = (scores - scores[:, a:a + 1]).abs().detach()
+            gap = (scores - scores[:, a : a + 1]).abs().detach()
             gap[:, a] = torch.inf
             nearest = gap.topk(similar, dim=1, largest=False).indices
             others = scores.gather(1, nearest)

@@ -17,8 +17,9 @@ __all__ = ["overlay", "save_grid", "save_signal", "save_volume", "save_video"]
 
 def _as_hwc(image):
     """An image (3, H, W), (H, W, 3), (1, H, W) or (H, W) as float (H, W, 3) in [0, 1]."""
-    image = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image,
-                       dtype=np.float64)
+    image = np.asarray(
+        image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float64
+    )
     if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
         image = image.transpose(1, 2, 0)
     if image.ndim == 2:
@@ -43,8 +44,10 @@ def overlay(cam, image, *, cmap="jet", alpha=0.5, normalize=True):
     from matplotlib import colormaps
 
     rgb = _as_hwc(image)
-    cam = torch.as_tensor(np.asarray(cam.detach().cpu() if isinstance(cam, torch.Tensor)
-                                     else cam), dtype=torch.float64)
+    cam = torch.as_tensor(
+        np.asarray(cam.detach().cpu() if isinstance(cam, torch.Tensor) else cam),
+        dtype=torch.float64,
+    )
     if cam.ndim == 3 and cam.shape[0] == 1:
         cam = cam[0]
     if cam.ndim != 2:
@@ -58,8 +61,9 @@ def overlay(cam, image, *, cmap="jet", alpha=0.5, normalize=True):
     return (1 - alpha) * rgb + alpha * heat
 
 
-def save_grid(images, cams, path, titles=None, *, image_titles=None, cmap="jet", alpha=0.5,
-              dpi=100):
+def save_grid(
+    images, cams, path, titles=None, *, image_titles=None, cmap="jet", alpha=0.5, dpi=100
+):
     """A PNG with one row per image: the image, then its CAM for each target.
 
     images: (N, ...) images as ``overlay`` takes them; cams: (K, N, 1, h, w) or
@@ -106,8 +110,9 @@ def _pyplot(call):
 
 
 def _numpy(value):
-    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value,
-                      dtype=np.float64)
+    return np.asarray(
+        value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64
+    )
 
 
 def save_signal(signal, cam, path, *, title=None, cmap="jet"):
@@ -121,17 +126,21 @@ def save_signal(signal, cam, path, *, title=None, cmap="jet"):
     signal = signal[None] if signal.ndim == 1 else signal
     cam = torch.as_tensor(_numpy(cam)).reshape(1, 1, -1)
     if signal.ndim != 2:
-        raise GradCamError(f"save_signal(signal=...): expected (C, T) or (T,), got "
-                           f"{signal.shape}.")
+        raise GradCamError(f"save_signal(signal=...): expected (C, T) or (T,), got {signal.shape}.")
     band = ops.normalize(interpolate(cam, signal.shape[1], "linear")[0, 0].numpy())
     figure, axis = plt.subplots(figsize=(8, 2.4))
     low, high = signal.min(), signal.max()
-    axis.imshow(band[None], aspect="auto", cmap=cmap, alpha=0.45,
-                extent=(0, signal.shape[1], low, high), origin="lower")
+    axis.imshow(
+        band[None],
+        aspect="auto",
+        cmap=cmap,
+        alpha=0.45,
+        extent=(0, signal.shape[1], low, high),
+        origin="lower",
+    )
     for channel in signal:
         axis.plot(np.arange(signal.shape[1]) + 0.5, channel, color="black", linewidth=1)
-    axis.set(xlim=(0, signal.shape[1]), ylim=(low, high), xlabel="time step",
-             title=title or "")
+    axis.set(xlim=(0, signal.shape[1]), ylim=(low, high), xlabel="time step", title=title or "")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -148,16 +157,16 @@ def save_volume(volume, cam, path, *, axis=0, slices=8, cmap="jet", alpha=0.5):
     volume = _numpy(volume)
     volume = volume[0] if volume.ndim == 4 else volume
     if volume.ndim != 3:
-        raise GradCamError(f"save_volume(volume=...): expected (D, H, W), got "
-                           f"{volume.shape}.")
+        raise GradCamError(f"save_volume(volume=...): expected (D, H, W), got {volume.shape}.")
     cam = torch.as_tensor(_numpy(cam))
     cam = cam[None] if cam.ndim == 3 else cam
     cam = interpolate(cam[None], volume.shape, "linear")[0, 0].numpy()
     picks = np.linspace(0, volume.shape[axis] - 1, min(slices, volume.shape[axis])).round()
     figure, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 1.8), squeeze=False)
     for panel, index in zip(axes[0], picks.astype(int), strict=True):
-        panel.imshow(overlay(np.take(cam, index, axis), np.take(volume, index, axis),
-                             cmap=cmap, alpha=alpha))
+        panel.imshow(
+            overlay(np.take(cam, index, axis), np.take(volume, index, axis), cmap=cmap, alpha=alpha)
+        )
         panel.set_title(f"slice {index}", fontsize=8)
         panel.axis("off")
     figure.tight_layout()
@@ -178,27 +187,30 @@ def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
     if frames.ndim == 4 and frames.shape[0] in (1, 3) and frames.shape[1] not in (1, 3):
         frames = frames.transpose(1, 0, 2, 3)  # (C, T, H, W) -> (T, C, H, W)
     if frames.ndim != 4:
-        raise GradCamError(f"save_video(frames=...): expected (T, C, H, W) or (C, T, H, W), "
-                           f"got {frames.shape}.")
+        raise GradCamError(
+            f"save_video(frames=...): expected (T, C, H, W) or (C, T, H, W), got {frames.shape}."
+        )
     cams = torch.as_tensor(_numpy(cams))
     cams = cams[None] if cams.ndim == 3 else cams
     cams = interpolate(cams[None], (frames.shape[0], *frames.shape[2:]), "linear")[0, 0]
     cams = ops.normalize(cams.numpy()[None, None])[0, 0]  # one scale for the whole clip
-    pictures = [overlay(cam, frame, cmap=cmap, alpha=alpha, normalize=False)
-                for cam, frame in zip(cams, frames, strict=True)]
+    pictures = [
+        overlay(cam, frame, cmap=cmap, alpha=alpha, normalize=False)
+        for cam, frame in zip(cams, frames, strict=True)
+    ]
     if str(path).endswith(".gif"):
         from matplotlib import animation
 
         figure = plt.figure(figsize=(2.5, 2.5))
         shown = plt.imshow(pictures[0])
         plt.axis("off")
-        movie = animation.FuncAnimation(figure, lambda i: shown.set_data(pictures[i]),
-                                        frames=len(pictures))
+        movie = animation.FuncAnimation(
+            figure, lambda i: shown.set_data(pictures[i]), frames=len(pictures)
+        )
         movie.save(path, writer=animation.PillowWriter(fps=fps))
         plt.close(figure)
         return path
-    figure, axes = plt.subplots(1, len(pictures), figsize=(1.6 * len(pictures), 1.8),
-                                squeeze=False)
+    figure, axes = plt.subplots(1, len(pictures), figsize=(1.6 * len(pictures), 1.8), squeeze=False)
     for i, (panel, picture) in enumerate(zip(axes[0], pictures, strict=True)):
         panel.imshow(picture)
         panel.set_title(f"frame {i}", fontsize=8)

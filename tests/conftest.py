@@ -32,7 +32,8 @@ def assert_not_zero(reference):
     for r in reference if isinstance(reference, tuple) else (reference,):
         largest = r.detach().abs().max().item()
         assert largest > 10 * TOLERANCES[r.dtype]["atol"], (
-            f"the reference is ~0 (largest magnitude {largest:.3g}); a match proves nothing")
+            f"the reference is ~0 (largest magnitude {largest:.3g}); a match proves nothing"
+        )
 
 
 def assert_matches(actual, expected):
@@ -56,6 +57,7 @@ def assert_arrays_close(actual, expected, dtype=torch.float64):
 
 # What a call must leave as it found: state, inputs and hooks.
 
+
 def snapshot(model, inputs):
     state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     return state, tuple(x.clone() for x in inputs)
@@ -70,6 +72,8 @@ def assert_unchanged(model, inputs, saved):
 
 
 def hooks_of(model):
-    return [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for name, m in model.named_modules()
-            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks]
+    return [
+        (name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        for name, m in model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+    ]

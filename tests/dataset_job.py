@@ -54,9 +54,16 @@ class Slow(nn.Module):
 
 def make_model(slow=0.0):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), Slow(slow),
-                         nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        Slow(slow),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    ).eval()
 
 
 if __name__ == "__main__":
@@ -64,5 +71,15 @@ if __name__ == "__main__":
     parser.add_argument("out")
     parser.add_argument("--slow", type=float, default=0.0)
     args = parser.parse_args()
-    print(gf.explain_dataset(make_model(args.slow), "3", Data(), targets="label",
-                             out=args.out, batch_size=4, shard_size=8, progress=False))
+    print(
+        gf.explain_dataset(
+            make_model(args.slow),
+            "3",
+            Data(),
+            targets="label",
+            out=args.out,
+            batch_size=4,
+            shard_size=8,
+            progress=False,
+        )
+    )

@@ -90,8 +90,9 @@ class PostNormEncoder(nn.Module):
     def __init__(self, norm_first=False):
         super().__init__()
         self.embed = nn.Linear(4, 8)
-        self.block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
-                                                norm_first=norm_first)
+        self.block = nn.TransformerEncoderLayer(
+            8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first
+        )
         self.fc = nn.Linear(8, 5)
 
     def forward(self, x):
@@ -181,8 +182,7 @@ CASES = {
     "inception_branch5x5": lambda: _build(InceptionLike, "branch5x5", (2, 3, 6, 6)),
     "inception_branch3x3_conv": lambda: _build(InceptionLike, "branch3x3.0", (2, 3, 6, 6)),
     "self_attn_x_x_x": lambda: _build(PostNormEncoder, "block.self_attn", (2, 5, 4)),
-    "pre_norm_norm1": lambda: _build(PostNormEncoder, "block.norm1", (2, 5, 4),
-                                     norm_first=True),
+    "pre_norm_norm1": lambda: _build(PostNormEncoder, "block.norm1", (2, 5, 4), norm_first=True),
     "model_input": lambda: _build(InputSkip, "conv", (2, 3, 5, 5)),
     "inplace_alias_chunk": lambda: _build(InplaceThenLayer, "layer", (2, 3, 5, 5)),
     "parameter_input": lambda: _build(ParameterInput, "layer", (2, 3, 4)),

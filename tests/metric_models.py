@@ -10,10 +10,19 @@ from torch import nn
 def classifier(seed=0, classes=4, dtype=torch.float64):
     """A small CNN on (B, 3, 8, 8) images."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(6, 6, 3, padding=1), nn.Tanh(),
-                         nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                         nn.Linear(24, classes)).to(dtype).eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 3, padding=1),
+            nn.Tanh(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(24, classes),
+        )
+        .to(dtype)
+        .eval()
+    )
 
 
 def images(n=3, size=8, seed=1, dtype=torch.float64):
@@ -23,8 +32,9 @@ def images(n=3, size=8, seed=1, dtype=torch.float64):
 
 def upsampled(cam, size):
     """One CAM (h, w) at (H, W), bilinear, half-pixel centres (align_corners=False)."""
-    return F.interpolate(cam[None, None].double(), size=size, mode="bilinear",
-                         align_corners=False)[0, 0]
+    return F.interpolate(cam[None, None].double(), size=size, mode="bilinear", align_corners=False)[
+        0, 0
+    ]
 
 
 def ranking(cam, size):

@@ -1,7 +1,6 @@
 """Target builders on real detection, segmentation and embedding models, token grids
 inferred, the default layer, and 1-D / 3-D / video models, against Captum or by hand."""
 
-
 import pytest
 import torch
 import transformers as hf
@@ -26,17 +25,26 @@ class Scored(nn.Module):
 
 
 def captum(model, layer, inputs, score):
-    return LayerGradCam(Scored(model, score), model.get_submodule(layer)).attribute(
-        inputs).detach()
+    return LayerGradCam(Scored(model, score), model.get_submodule(layer)).attribute(inputs).detach()
 
 
 def segformer():
     torch.manual_seed(0)
-    model = hf.SegformerForSemanticSegmentation(hf.SegformerConfig(
-        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
-        hidden_sizes=[8, 16], patch_sizes=[3, 3], strides=[2, 2],
-        num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
-        num_labels=3)).eval()
+    model = hf.SegformerForSemanticSegmentation(
+        hf.SegformerConfig(
+            num_channels=3,
+            num_encoder_blocks=2,
+            depths=[1, 1],
+            sr_ratios=[2, 1],
+            hidden_sizes=[8, 16],
+            patch_sizes=[3, 3],
+            strides=[2, 2],
+            num_attention_heads=[1, 2],
+            mlp_ratios=[2, 2],
+            decoder_hidden_size=16,
+            num_labels=3,
+        )
+    ).eval()
     return model, torch.randn(2, 3, 32, 32)
 
 
@@ -49,8 +57,9 @@ def test_segmentation_target_equals_the_score_by_hand_and_captum():
     assert_close(target(model(x)), by_hand)
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[2:5, 3:7] = True
-    assert_close(gt.segmentation(2, mask, reduction="mean")(logits),
-                 logits[:, 2, 2:5, 3:7].mean((1, 2)))
+    assert_close(
+        gt.segmentation(2, mask, reduction="mean")(logits), logits[:, 2, 2:5, 3:7].mean((1, 2))
+    )
     layer = "decode_head.linear_fuse"
     assert_matches(gf.grad_cam(model, layer, x, target), captum(model, layer, x, target))
     stacked = gf.grad_cam(model, layer, x, targets=[gt.segmentation(k) for k in range(3)])
@@ -60,13 +69,26 @@ def test_segmentation_target_equals_the_score_by_hand_and_captum():
 def detr():
     torch.manual_seed(0)
     config = hf.DetrConfig(
-        use_timm_backbone=False, use_pretrained_backbone=False,
-        backbone_config=hf.ResNetConfig(num_channels=3, embedding_size=8,
-                                        hidden_sizes=[8, 16], depths=[1, 1],
-                                        layer_type="basic", out_features=["stage2"]),
-        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=5,
-        num_labels=3)
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=hf.ResNetConfig(
+            num_channels=3,
+            embedding_size=8,
+            hidden_sizes=[8, 16],
+            depths=[1, 1],
+            layer_type="basic",
+            out_features=["stage2"],
+        ),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=5,
+        num_labels=3,
+    )
     return hf.DetrForObjectDetection(config).eval(), torch.randn(2, 3, 32, 32)
 
 
@@ -88,15 +110,22 @@ def test_detection_target_on_detr_equals_the_score_by_hand_and_captum():
     assert torch.equal(gt.detection(far, 1)(out), torch.zeros(2))
     layer = "model.backbone.model.encoder.stages.1"
     call = lambda pixels: model(pixel_values=pixels)
-    assert_matches(gf.grad_cam(call, model.get_submodule(layer), x, target),
-                   LayerGradCam(Scored(model, target, call), model.get_submodule(layer))
-                   .attribute(x).detach())
+    assert_matches(
+        gf.grad_cam(call, model.get_submodule(layer), x, target),
+        LayerGradCam(Scored(model, target, call), model.get_submodule(layer)).attribute(x).detach(),
+    )
 
 
 def test_detection_target_on_torchvision_style_outputs():
-    out = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]],
-                                  requires_grad=True),
-            "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.7])}]
+    out = [
+        {
+            "boxes": torch.tensor(
+                [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]], requires_grad=True
+            ),
+            "labels": torch.tensor([1, 2]),
+            "scores": torch.tensor([0.9, 0.7]),
+        }
+    ]
     assert_close(gt.detection([5.0, 5.0, 20.0, 20.0], 2)(out), torch.tensor([0.7]))
     assert_close(gt.detection([5.0, 5.0, 20.0, 20.0], 1)(out), torch.tensor([0.0]))
     with_box = gt.detection([0.0, 0.0, 10.0, 12.0], 1, box_terms=True)(out)
@@ -106,15 +135,31 @@ def test_detection_target_on_torchvision_style_outputs():
 def clip_image_model():
     torch.manual_seed(0)
     config = hf.CLIPConfig(
-        text_config=dict(vocab_size=50, hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2,
-                         max_position_embeddings=16, bos_token_id=0, eos_token_id=1),
-        vision_config=dict(image_size=16, patch_size=4, hidden_size=16, intermediate_size=32,
-                           num_hidden_layers=2, num_attention_heads=2), projection_dim=8)
+        text_config=dict(
+            vocab_size=50,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+        ),
+        vision_config=dict(
+            image_size=16,
+            patch_size=4,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
+        projection_dim=8,
+    )
     clip = hf.CLIPModel(config).eval()
     with torch.no_grad():
-        text = clip(input_ids=torch.randint(2, 50, (1, 5)),
-                    pixel_values=torch.randn(1, 3, 16, 16)).text_embeds[0]
+        text = clip(
+            input_ids=torch.randint(2, 50, (1, 5)), pixel_values=torch.randn(1, 3, 16, 16)
+        ).text_embeds[0]
     return clip, text
 
 
@@ -157,48 +202,77 @@ def test_a_box_target_on_a_classifier_and_a_mask_target_on_logits_say_so():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(3)).eval()
     x = torch.randn(2, 3, 6, 6)
     net(x)
-    with pytest.raises(gf.GradCamError, match=r"expected a detector's output.*A classifier's "
-                                              r"output has no boxes"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"expected a detector's output.*A classifier's "
+        r"output has no boxes",
+    ):
         gf.grad_cam(net, "0", x, gt.detection([0, 0, 2, 2], 1))
-    with pytest.raises(gf.GradCamError, match=r"expected segmentation logits \(B, classes, "
-                                              r"\*S\), got shape \(2, 3\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"expected segmentation logits \(B, classes, "
+        r"\*S\), got shape \(2, 3\)",
+    ):
         gf.grad_cam(net, "0", x, gt.segmentation(1))
 
 
-@pytest.mark.parametrize("name, layer, grid", [
-    ("vit", "vit.layers.0", (4, 4, 1)),
-    ("swin", "swin.encoder.layers.0.blocks.0.layernorm_after", (8, 8, 0)),
-])
+@pytest.mark.parametrize(
+    "name, layer, grid",
+    [
+        ("vit", "vit.layers.0", (4, 4, 1)),
+        ("swin", "swin.encoder.layers.0.blocks.0.layernorm_after", (8, 8, 0)),
+    ],
+)
 def test_token_grids_are_inferred(name, layer, grid):
     model, x = build(name)
     score = lambda out: out.logits[:, 1]
-    explicit = gf.cam(model, layer, x, score, channel_axis=-1, token_grid=grid[:2],
-                      prefix_tokens=grid[2])
+    explicit = gf.cam(
+        model, layer, x, score, channel_axis=-1, token_grid=grid[:2], prefix_tokens=grid[2]
+    )
     assert_close(gf.cam(model, layer, x, score, token_grid="auto"), explicit)
 
 
 def test_an_ambiguous_or_impossible_grid_shows_the_explicit_call():
-    with pytest.raises(gf.GradCamError, match=r"30 tokens for a 16 x 16 image fit no grid.*"
-                                              r"Pass token_grid=\(h, w\) and prefix_tokens"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"30 tokens for a 16 x 16 image fit no grid.*"
+        r"Pass token_grid=\(h, w\) and prefix_tokens",
+    ):
         gf._tokens.infer_token_grid(30, (16, 16))
     model, x = build("vit")
-    with pytest.raises(gf.GradCamError, match=r"token_grid='auto'\): needs a token "
-                                              r"activation \(B, T, D\)"):
-        gf.cam(model, "vit.embeddings.patch_embeddings.projection", x,
-               lambda out: out.logits[:, 0], token_grid="auto")
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"token_grid='auto'\): needs a token "
+        r"activation \(B, T, D\)",
+    ):
+        gf.cam(
+            model,
+            "vit.embeddings.patch_embeddings.projection",
+            x,
+            lambda out: out.logits[:, 0],
+            token_grid="auto",
+        )
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("resnet", "resnet.encoder.stages.1"), ("convnext", "convnext.encoder.stages.1"),
-    ("regnet", "regnet.encoder.stages.1"), ("vit", "vit.layers.1.layernorm_before"),
-    ("swin", "swin.encoder.layers.1.blocks.0.layernorm_before"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet", "resnet.encoder.stages.1"),
+        ("convnext", "convnext.encoder.stages.1"),
+        ("regnet", "regnet.encoder.stages.1"),
+        ("vit", "vit.layers.1.layernorm_before"),
+        ("swin", "swin.encoder.layers.1.blocks.0.layernorm_before"),
+    ],
+)
 def test_the_default_layer_and_its_warning(name, expected):
     model, x = build(name)
     assert gf.default_layer(model, x)[0] == expected
     assert gf.default_layer(model, x[:1])[0] == expected  # a batch of one as well
-    with pytest.warns(gf.LayerChoiceWarning, match=rf"layer=None\): explaining "
-                                                   rf"'{expected}'.*layer='{expected}'"):
+    with pytest.warns(
+        gf.LayerChoiceWarning,
+        match=rf"layer=None\): explaining "
+        rf"'{expected}'.*layer='{expected}'",
+    ):
         cam = gf.grad_cam(model, None, x, lambda out: out.logits[:, 1])
     assert_close(cam, gf.grad_cam(model, expected, x, lambda out: out.logits[:, 1]))
 
@@ -228,9 +302,11 @@ class Volume3d(nn.Module):
         return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3, 4)))
 
 
-@pytest.mark.parametrize("make, shape", [(Signal1d, (2, 2, 16)), (Volume3d, (2, 1, 4, 8, 8)),
-                                         (lambda: Volume3d(3), (2, 3, 4, 8, 8))],
-                         ids=["signal", "volume", "video"])
+@pytest.mark.parametrize(
+    "make, shape",
+    [(Signal1d, (2, 2, 16)), (Volume3d, (2, 1, 4, 8, 8)), (lambda: Volume3d(3), (2, 3, 4, 8, 8))],
+    ids=["signal", "volume", "video"],
+)
 def test_1d_3d_and_video_models(make, shape):
     model = make().double().eval()
     x = torch.randn(*shape, dtype=torch.float64)
@@ -249,26 +325,38 @@ def test_pictures_of_signals_volumes_and_videos(tmp_path):
 
     signal = torch.sin(torch.linspace(0, 6, 64))[None].repeat(2, 1)
     gf.viz.save_signal(signal, torch.rand(1, 16), tmp_path / "signal.png")
-    gf.viz.save_volume(torch.rand(8, 16, 16), torch.rand(1, 4, 8, 8), tmp_path / "vol.png",
-                       slices=4)
+    gf.viz.save_volume(
+        torch.rand(8, 16, 16), torch.rand(1, 4, 8, 8), tmp_path / "vol.png", slices=4
+    )
     gf.viz.save_video(torch.rand(4, 3, 16, 16), torch.rand(1, 4, 8, 8), tmp_path / "v.png")
     gf.viz.save_video(torch.rand(3, 4, 16, 16), torch.rand(4, 8, 8), tmp_path / "v.gif")
     for name in ("signal.png", "vol.png", "v.png"):
         picture = matplotlib.image.imread(tmp_path / name)
         assert picture.ndim == 3 and picture[..., :3].std() > 0.02, name
     from PIL import Image
+
     assert Image.open(tmp_path / "v.gif").n_frames == 4
 
 
 def test_deits_two_prefix_tokens_are_inferred():
     torch.manual_seed(0)
-    deit = hf.DeiTForImageClassificationWithTeacher(hf.DeiTConfig(
-        image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+    deit = hf.DeiTForImageClassificationWithTeacher(
+        hf.DeiTConfig(
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    ).eval()
     x = torch.randn(2, 3, 16, 16)
     score = lambda out: out.logits[:, 1]
     layer = "deit.layers.0"
-    explicit = gf.cam(deit, layer, x, score, channel_axis=-1, token_grid=(4, 4),
-                      prefix_tokens=2)  # the class and the distillation token
+    explicit = gf.cam(
+        deit, layer, x, score, channel_axis=-1, token_grid=(4, 4), prefix_tokens=2
+    )  # the class and the distillation token
     assert_not_zero(explicit)
     assert_close(gf.cam(deit, layer, x, score, token_grid="auto"), explicit)

@@ -99,26 +99,64 @@ def no_grad_one_conv():
 
 # (name, model factory, layer name, input, expected, attribute kwargs) from Captum's tests
 CAPTUM_CASES = [
-    ("simple_input_non_conv", MultiLayer, "linear0",
-     torch.tensor([[0.0, 100.0, 0.0]]), [[400.0]], {}),
-    ("simple_multi_input_non_conv", lambda: MultiLayer(True), "multi_relu",
-     torch.tensor([[0.0, 6.0, 0.0]]), ([[21.0]], [[21.0]]), {}),
+    (
+        "simple_input_non_conv",
+        MultiLayer,
+        "linear0",
+        torch.tensor([[0.0, 100.0, 0.0]]),
+        [[400.0]],
+        {},
+    ),
+    (
+        "simple_multi_input_non_conv",
+        lambda: MultiLayer(True),
+        "multi_relu",
+        torch.tensor([[0.0, 6.0, 0.0]]),
+        ([[21.0]], [[21.0]]),
+        {},
+    ),
     ("simple_input_conv", OneConv, "conv1", grid(), [[[[11.25, 13.5], [20.25, 22.5]]]], {}),
-    ("simple_input_conv_no_grad", no_grad_one_conv, "conv1", grid(),
-     [[[[11.25, 13.5], [20.25, 22.5]]]], {}),
+    (
+        "simple_input_conv_no_grad",
+        no_grad_one_conv,
+        "conv1",
+        grid(),
+        [[[[11.25, 13.5], [20.25, 22.5]]]],
+        {},
+    ),
     ("simple_input_conv_relu", OneConv, "relu1", grid(), [[[[0.0, 4.0], [28.0, 32.5]]]], {}),
-    ("simple_input_conv_without_final_relu", OneConv, "conv1", with_negative_pixel(),
-     0.5625 * with_negative_pixel(), dict(attribute_to_layer_input=True)),
-    ("simple_input_conv_fc_with_final_relu", OneConv, "conv1", with_negative_pixel(),
-     relu_of(with_negative_pixel()),
-     dict(attribute_to_layer_input=True, relu_attributions=True)),
-    ("simple_multi_input_conv", OneConv, "conv1", (grid(), torch.ones(1, 1, 4, 4)),
-     [[[[14.5, 19.0], [32.5, 37.0]]]], {}),
+    (
+        "simple_input_conv_without_final_relu",
+        OneConv,
+        "conv1",
+        with_negative_pixel(),
+        0.5625 * with_negative_pixel(),
+        dict(attribute_to_layer_input=True),
+    ),
+    (
+        "simple_input_conv_fc_with_final_relu",
+        OneConv,
+        "conv1",
+        with_negative_pixel(),
+        relu_of(with_negative_pixel()),
+        dict(attribute_to_layer_input=True, relu_attributions=True),
+    ),
+    (
+        "simple_multi_input_conv",
+        OneConv,
+        "conv1",
+        (grid(), torch.ones(1, 1, 4, 4)),
+        [[[[14.5, 19.0], [32.5, 37.0]]]],
+        {},
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, make, layer, inputs, expected, kwargs", CAPTUM_CASES,
-                         ids=[case[0] for case in CAPTUM_CASES])
+@pytest.mark.parametrize(
+    "name, make, layer, inputs, expected, kwargs",
+    CAPTUM_CASES,
+    ids=[case[0] for case in CAPTUM_CASES],
+)
 def test_captums_own_cases(name, make, layer, inputs, expected, kwargs):
     net = make()
     explainer = LayerGradCam(net, getattr(net, layer))
@@ -139,36 +177,43 @@ def test_same_results_as_captum(name, relu, summed):
     inputs = case.inputs if len(case.inputs) > 1 else case.inputs[0]
     kwargs = dict(relu_attributions=relu, attr_dim_summation=summed)
     ours = LayerGradCam(case.model, case.layer).attribute(inputs, case.target, **kwargs)
-    theirs = CaptumLayerGradCam(case.model, case.layer).attribute(inputs, case.target,
-                                                                   **kwargs)
-    for a, b in zip(ours if isinstance(ours, tuple) else (ours,),
-                    theirs if isinstance(theirs, tuple) else (theirs,), strict=True):
+    theirs = CaptumLayerGradCam(case.model, case.layer).attribute(inputs, case.target, **kwargs)
+    for a, b in zip(
+        ours if isinstance(ours, tuple) else (ours,),
+        theirs if isinstance(theirs, tuple) else (theirs,),
+        strict=True,
+    ):
         assert_close(a, b.detach())
 
 
 def test_interpolate_is_captums():
     cam = torch.randn(2, 1, 3, 3)
-    assert_close(LayerGradCam.interpolate(cam, (9, 9), "bilinear"),
-                 CaptumLayerGradCam.interpolate(cam, (9, 9), "bilinear"))
+    assert_close(
+        LayerGradCam.interpolate(cam, (9, 9), "bilinear"),
+        CaptumLayerGradCam.interpolate(cam, (9, 9), "bilinear"),
+    )
     assert_close(LayerGradCam.interpolate(cam, (6, 6)), CaptumLayerGradCam.interpolate(cam, (6, 6)))
 
 
 def test_signature_matches_captum():
     import inspect
+
     ours = inspect.signature(LayerGradCam.attribute).parameters
     theirs = inspect.signature(CaptumLayerGradCam.attribute).parameters
     assert list(ours) == list(theirs)
     assert [p.default for p in ours.values()] == [p.default for p in theirs.values()]
-    assert list(inspect.signature(LayerGradCam).parameters) == \
-        list(inspect.signature(CaptumLayerGradCam).parameters)
+    assert list(inspect.signature(LayerGradCam).parameters) == list(
+        inspect.signature(CaptumLayerGradCam).parameters
+    )
 
 
 def test_an_unused_layer_gives_zeros_with_materialize_grads():
     """Captum's test_relu_gradcam_with_unused_layer, through the drop-in."""
     net = MultiLayer(multi_input_module=True)
     x = torch.tensor([[0.0, 6.0, 0.0]], requires_grad=True)
-    result = LayerGradCam(net, net.relu).attribute(inputs=x, target=0,
-                                                    grad_kwargs={"materialize_grads": True})
+    result = LayerGradCam(net, net.relu).attribute(
+        inputs=x, target=0, grad_kwargs={"materialize_grads": True}
+    )
     assert len(result) == 1 and list(result[0].shape) == [1]
     assert result[0].sum().item() == 0
 
@@ -178,10 +223,9 @@ def test_create_graph_gives_a_result_autograd_differentiates_like_captums():
     x = case.inputs[0].clone().requires_grad_()
     grad_kwargs = {"create_graph": True}
     ours = LayerGradCam(case.model, case.layer).attribute(x, 1, grad_kwargs=grad_kwargs)
-    theirs = CaptumLayerGradCam(case.model, case.layer).attribute(x, 1,
-                                                                   grad_kwargs=grad_kwargs)
-    (ours_grad,) = torch.autograd.grad((ours ** 2).sum(), x)
-    (their_grad,) = torch.autograd.grad((theirs ** 2).sum(), x)
+    theirs = CaptumLayerGradCam(case.model, case.layer).attribute(x, 1, grad_kwargs=grad_kwargs)
+    (ours_grad,) = torch.autograd.grad((ours**2).sum(), x)
+    (their_grad,) = torch.autograd.grad((theirs**2).sum(), x)
     assert_matches(ours_grad, their_grad)
     assert LayerGradCam(case.model, case.layer).attribute(x, 1).grad_fn is None
 
@@ -189,9 +233,11 @@ def test_create_graph_gives_a_result_autograd_differentiates_like_captums():
 def test_additional_forward_args_as_captum():
     case = ZOO["extra_args"](torch.float64)
     ours = LayerGradCam(case.model, case.layer).attribute(
-        case.inputs[0], 2, additional_forward_args=case.args)
+        case.inputs[0], 2, additional_forward_args=case.args
+    )
     theirs = CaptumLayerGradCam(case.model, case.layer).attribute(
-        case.inputs[0], 2, additional_forward_args=case.args)
+        case.inputs[0], 2, additional_forward_args=case.args
+    )
     assert_matches(ours, theirs.detach())
 
 
@@ -206,13 +252,18 @@ def test_captums_flags_and_name():
 def test_data_parallel_runs_its_module():
     net = OneConv()
     parallel = nn.DataParallel(net)
-    assert_matches(LayerGradCam(parallel, net.conv1, device_ids=None).attribute(grid(), 0),
-                   CaptumLayerGradCam(net, net.conv1).attribute(grid(), 0).detach())
+    assert_matches(
+        LayerGradCam(parallel, net.conv1, device_ids=None).attribute(grid(), 0),
+        CaptumLayerGradCam(net, net.conv1).attribute(grid(), 0).detach(),
+    )
 
 
 def test_refuses_grad_kwargs_it_does_not_know():
     net = OneConv()
-    with pytest.raises(GradCamError, match=r"grad_kwargs=\{'only_inputs': True\}\): "
-                       r"'only_inputs' is not a torch.autograd.grad keyword gradcam_func "
-                       r"can honour; it takes 'create_graph', 'retain_graph'"):
+    with pytest.raises(
+        GradCamError,
+        match=r"grad_kwargs=\{'only_inputs': True\}\): "
+        r"'only_inputs' is not a torch.autograd.grad keyword gradcam_func "
+        r"can honour; it takes 'create_graph', 'retain_graph'",
+    ):
         LayerGradCam(net, net.conv1).attribute(grid(), 0, grad_kwargs={"only_inputs": True})

@@ -29,17 +29,27 @@ def direct(targets, images=None):
 
 def explain(out, targets=(1,), data=None, model=None, **options):
     options = {"batch_size": 4, "shard_size": 8, "progress": False, **options}
-    return gf.explain_dataset(model or make_model(), options.pop("layer", "3"),
-                              Data() if data is None else data, targets=targets, out=out,
-                              **options)
+    return gf.explain_dataset(
+        model or make_model(),
+        options.pop("layer", "3"),
+        Data() if data is None else data,
+        targets=targets,
+        out=out,
+        **options,
+    )
 
 
 @pytest.mark.parametrize("targets", [[0, 2], "label"])
 def test_equals_direct_grad_cam(tmp_path, targets):
     data = Data()
     summary = explain(tmp_path, targets, dtype=torch.float32)
-    assert summary == {**summary, "examples": 50, "examples_resumed": 0,
-                       "shards_written": 7, "shards_resumed": 0}
+    assert summary == {
+        **summary,
+        "examples": 50,
+        "examples_resumed": 0,
+        "shards_written": 7,
+        "shards_resumed": 0,
+    }
     expected = direct([data.labels] if targets == "label" else targets)
     assert_close(gf.load_cams(tmp_path), expected)
     picked = [49, 3, 17]
@@ -53,8 +63,7 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     data = Data()
     explain(tmp_path, gf.top_k(2), upsample_to=16)
     cams, classes = gf.load_cams(tmp_path, with_classes=True)
-    expected, expected_classes = gf.grad_cam(make_model(), "3", data.images,
-                                             targets=gf.top_k(2))
+    expected, expected_classes = gf.grad_cam(make_model(), "3", data.images, targets=gf.top_k(2))
     assert torch.equal(classes, expected_classes.T)
     upsampled = gf.interpolate(expected.flatten(0, 1), (16, 16), "bilinear")
     expected = upsampled.reshape(2, 50, 1, 16, 16).transpose(0, 1)
@@ -66,13 +75,20 @@ def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
         images, labels = torch.utils.data.default_collate(items)
         return 2 * images, labels
 
-    loader = torch.utils.data.DataLoader(Data(), batch_size=16, num_workers=1,
-                                         collate_fn=doubled)
+    loader = torch.utils.data.DataLoader(Data(), batch_size=16, num_workers=1, collate_fn=doubled)
     model = make_model()
     sizes = []
     model[2].register_forward_hook(lambda m, i, o: None if o.is_meta else sizes.append(len(o)))
-    gf.explain_dataset(model, "3", loader, targets=[1], out=tmp_path, shard_size=32,
-                       dtype=torch.float32, progress=False)
+    gf.explain_dataset(
+        model,
+        "3",
+        loader,
+        targets=[1],
+        out=tmp_path,
+        shard_size=32,
+        dtype=torch.float32,
+        progress=False,
+    )
     assert max(sizes) == 16
     assert_close(gf.load_cams(tmp_path), direct([1], 2 * Data().images))
 
@@ -90,8 +106,11 @@ def test_items_whose_second_part_is_not_a_label_work_with_fixed_classes(tmp_path
 
 
 def test_resumes_after_a_kill_without_redoing_shards(tmp_path):
-    job = subprocess.Popen([sys.executable, JOB, str(tmp_path), "--slow", "0.3"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [sys.executable, JOB, str(tmp_path), "--slow", "0.3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     index = tmp_path / "index-r0.json"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -133,9 +152,12 @@ def test_a_rank_without_examples_still_leaves_an_index_for_the_merge(tmp_path, m
 
 def test_refuses_a_folder_with_other_arguments(tmp_path):
     explain(tmp_path, [1])
-    with pytest.raises(gf.GradCamError, match=r"explain_dataset\(\.\.\., out=.*\): the folder "
-                       r"holds a run with other arguments \(targets: recorded \[1\], now \[2\]\)"
-                       r"\. Use a new folder, or the same arguments to resume"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"explain_dataset\(\.\.\., out=.*\): the folder "
+        r"holds a run with other arguments \(targets: recorded \[1\], now \[2\]\)"
+        r"\. Use a new folder, or the same arguments to resume",
+    ):
         explain(tmp_path, [2])
     other = make_model()
     with torch.no_grad():
@@ -145,8 +167,11 @@ def test_refuses_a_folder_with_other_arguments(tmp_path):
     model = make_model()  # a layer given as a module is recorded by its name
     with pytest.raises(gf.GradCamError, match=r"\(layer: recorded '3', now '0'\)"):
         explain(tmp_path, [1], model=model, layer=model[0])
-    with pytest.raises(gf.GradCamError, match=r"\(dtype: recorded 'torch.float16', now "
-                       r"'torch.float32'; examples: recorded 50, now 49\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"\(dtype: recorded 'torch.float16', now "
+        r"'torch.float32'; examples: recorded 50, now 49\)",
+    ):
         explain(tmp_path, [1], data=Data(49), dtype=torch.float32)
     assert explain(tmp_path, [1], model=model, layer=model[3])["shards_resumed"] == 7
 
@@ -159,8 +184,11 @@ def test_a_plain_function_model_resumes_by_its_name(tmp_path):
 
     assert explain(tmp_path, [1], model=model, layer=net[3])["shards_written"] == 7
     assert explain(tmp_path, [1], model=model, layer=net[3])["shards_resumed"] == 7
-    with pytest.raises(gf.GradCamError, match=r"\(layer: recorded 'Conv2d:[0-9a-f]+', now "
-                       r"'Conv2d:[0-9a-f]+'\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"\(layer: recorded 'Conv2d:[0-9a-f]+', now "
+        r"'Conv2d:[0-9a-f]+'\)",
+    ):
         explain(tmp_path, [1], model=model, layer=net[0])
 
 
@@ -177,33 +205,54 @@ class ImagesOnly(torch.utils.data.Dataset):
         return Data().images[i]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(targets="labels"), r"explain_dataset\(\.\.\., targets='labels'\): expected a "
-                             r"non-empty list of class indices, the string 'label'"),
-    (dict(targets=[]), r"targets=\[\]\): expected a non-empty list"),
-    (dict(data=Stream()), r"explain_dataset\(\.\.\., data=Stream\): expected a map-style "
-                          r"Dataset .* Wrap the examples in a Dataset that indexes them"),
-    (dict(data=ImagesOnly(), targets="label"), r"explain_dataset\(\.\.\., targets='label'\): "
-                                               r"each example must be a pair \(Tensor, int "
-                                               r"label\); .* or pass a list of classes"),
-    (dict(batch_size=0), r"explain_dataset\(\.\.\., batch_size=0\): expected a positive int"),
-    (dict(layer="9"), r"explain_dataset\(\.\.\., layer='9'\): the model has no submodule"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            dict(targets="labels"),
+            r"explain_dataset\(\.\.\., targets='labels'\): expected a "
+            r"non-empty list of class indices, the string 'label'",
+        ),
+        (dict(targets=[]), r"targets=\[\]\): expected a non-empty list"),
+        (
+            dict(data=Stream()),
+            r"explain_dataset\(\.\.\., data=Stream\): expected a map-style "
+            r"Dataset .* Wrap the examples in a Dataset that indexes them",
+        ),
+        (
+            dict(data=ImagesOnly(), targets="label"),
+            r"explain_dataset\(\.\.\., targets='label'\): "
+            r"each example must be a pair \(Tensor, int "
+            r"label\); .* or pass a list of classes",
+        ),
+        (dict(batch_size=0), r"explain_dataset\(\.\.\., batch_size=0\): expected a positive int"),
+        (dict(layer="9"), r"explain_dataset\(\.\.\., layer='9'\): the model has no submodule"),
+    ],
+)
 def test_argument_errors(tmp_path, arguments, message):
     with pytest.raises(gf.GradCamError, match=message):
         explain(tmp_path, **arguments)
 
 
 def test_load_cams_errors(tmp_path):
-    with pytest.raises(gf.GradCamError, match=r"load_cams\('.*'\): no index.json there; the "
-                       r"run has not finished \(start it again with the same arguments"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"load_cams\('.*'\): no index.json there; the "
+        r"run has not finished \(start it again with the same arguments",
+    ):
         gf.load_cams(tmp_path)
     explain(tmp_path, [0])
-    with pytest.raises(gf.GradCamError, match=r"load_cams\(.*, indices=\.\.\.\): examples "
-                       r"\[50\] are not in the run, which explained examples 0\.\.49"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"load_cams\(.*, indices=\.\.\.\): examples "
+        r"\[50\] are not in the run, which explained examples 0\.\.49",
+    ):
         gf.load_cams(tmp_path, [3, 50])
-    with pytest.raises(gf.GradCamError, match=r"with_classes=True\): this run explained the "
-                       r"fixed classes \[0\]; .* Drop with_classes"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"with_classes=True\): this run explained the "
+        r"fixed classes \[0\]; .* Drop with_classes",
+    ):
         gf.load_cams(tmp_path, with_classes=True)
 
 
@@ -214,20 +263,52 @@ def free_port():
 
 
 def cli_arguments(out, *targets):
-    return ["explain-dataset", "--model", "dataset_job:make_model", "--layer", "3",
-            "--targets", *targets, "--out", str(out), "--batch-size", "4",
-            "--shard-size", "8", "--no-progress"]
+    return [
+        "explain-dataset",
+        "--model",
+        "dataset_job:make_model",
+        "--layer",
+        "3",
+        "--targets",
+        *targets,
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "8",
+        "--no-progress",
+    ]
 
 
 def test_two_gloo_processes_equal_one(tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
     explain(single, gf.top_k(2), data=uneven_data())
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                    "-m", "gradcam_func", *cli_arguments(double, "top:2"),
-                    "--data", "dataset_job:uneven_data", "--device", "cpu"],
-                   capture_output=True, text=True, check=True, timeout=180,
-                   env={**os.environ, "PYTHONPATH": HERE})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "gradcam_func",
+            *cli_arguments(double, "top:2"),
+            "--data",
+            "dataset_job:uneven_data",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": HERE},
+    )
     shards = json.loads((double / "index.json").read_text())["shards"]
     assert sorted(i for s in shards for i in s["indices"]) == list(range(51))  # once each
     for shard in shards:  # rank r explains r, r + 2, r + 4, ...
@@ -240,8 +321,21 @@ def test_two_gloo_processes_equal_one(tmp_path):
 
 
 def test_cli_explains_each_example_for_its_label(tmp_path, capsys):
-    assert cli([*cli_arguments(tmp_path, "label"), "--data", "dataset_job:Data",
-                "--dtype", "float32", "--upsample-to", "16", "16"]) == 0
+    assert (
+        cli(
+            [
+                *cli_arguments(tmp_path, "label"),
+                "--data",
+                "dataset_job:Data",
+                "--dtype",
+                "float32",
+                "--upsample-to",
+                "16",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["examples"] == 50
     cams, classes = gf.load_cams(tmp_path, with_classes=True)
     expected = gf.interpolate(direct([Data().labels])[:, 0], (16, 16), "bilinear")
@@ -249,13 +343,24 @@ def test_cli_explains_each_example_for_its_label(tmp_path, capsys):
     assert torch.equal(classes[:, 0], Data().labels)
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--targets", "top:x", r"gradcam-func explain-dataset --targets top:x: expected class "
-                           r"indices \(0 3 7\), 'label', or 'top:K'"),
-    ("--data", "dataset_job", r"--data dataset_job: expected module:function"),
-    ("--data", "dataset_job:nothing", r"--data dataset_job:nothing: cannot import it \(.*"
-                                      r"nothing.*\)\. Check that the module is on PYTHONPATH"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        (
+            "--targets",
+            "top:x",
+            r"gradcam-func explain-dataset --targets top:x: expected class "
+            r"indices \(0 3 7\), 'label', or 'top:K'",
+        ),
+        ("--data", "dataset_job", r"--data dataset_job: expected module:function"),
+        (
+            "--data",
+            "dataset_job:nothing",
+            r"--data dataset_job:nothing: cannot import it \(.*"
+            r"nothing.*\)\. Check that the module is on PYTHONPATH",
+        ),
+    ],
+)
 def test_cli_errors(tmp_path, option, value, message):
     arguments = cli_arguments(tmp_path, "0") + ["--data", "dataset_job:Data"]
     arguments[arguments.index(option) + 1] = value
@@ -267,6 +372,17 @@ def test_cli_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
         cli(["explain-dataset", "--help"])
     help_text = capsys.readouterr().out
-    for option in ("--model", "--data", "--layer", "--targets", "--out", "--batch-size",
-                   "--shard-size", "--upsample-to", "--dtype", "--relu", "--device"):
+    for option in (
+        "--model",
+        "--data",
+        "--layer",
+        "--targets",
+        "--out",
+        "--batch-size",
+        "--shard-size",
+        "--upsample-to",
+        "--dtype",
+        "--relu",
+        "--device",
+    ):
         assert option in help_text

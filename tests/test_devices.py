@@ -7,8 +7,9 @@ import gradcam_func as gf
 from conftest import assert_matches
 from zoo import ZOO
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device on this machine")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine"
+)
 
 
 @needs_cuda
@@ -20,8 +21,9 @@ def test_cuda_equals_cpu(name, autodiff):
     targets = [0, 1, lambda out: out[:, 2] - out[:, 0]]
     expected = gf.grad_cam(case.model, case.layer, x, targets=targets, autodiff=autodiff)
     model = case.model.cuda()
-    layer = dict(model.named_modules())[next(n for n, m in model.named_modules()
-                                             if m is case.layer)]
+    layer = dict(model.named_modules())[
+        next(n for n, m in model.named_modules() if m is case.layer)
+    ]
     got = gf.grad_cam(model, layer, x.cuda(), targets=targets, autodiff=autodiff)
     assert got.device.type == "cuda"
     assert_matches(got.cpu(), expected)

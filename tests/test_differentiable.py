@@ -10,17 +10,29 @@ from conftest import FINITE_DIFFERENCES
 
 def smooth_model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Softplus(),
-                         nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(),
-                         nn.Conv2d(4, 3, 1), nn.Softplus(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.Softplus(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(4, 3, 1),
+        nn.Softplus(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 3),
+    ).double()
 
 
 def relu_model():
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 16, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 16, 3),
+    ).double()
 
 
 def loss_of(model, layer, x, params, target):
@@ -49,8 +61,9 @@ def test_gradient_wrt_params(make):
     params = {k: v.detach() for k, v in model.named_parameters()}
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
     generator = torch.Generator().manual_seed(3)
-    direction = {k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
-                 for k, v in params.items()}
+    direction = {
+        k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in params.items()
+    }
     grads = torch.func.grad(lambda p: loss_of(model, "2", x, p, 1))(params)
     analytic = sum((grads[k] * direction[k]).sum() for k in params)
 
@@ -83,12 +96,12 @@ def test_gradcheck_through_multi_target_and_top_k_classes():
 
     def cams(weight):
         p = {**params, "4.weight": weight}
-        return gf.grad_cam(model, "2", x, targets=[0, lambda o: o.softmax(1)[:, 2]],
-                           params=p)
+        return gf.grad_cam(model, "2", x, targets=[0, lambda o: o.softmax(1)[:, 2]], params=p)
 
     weight = params["4.weight"].clone()
     jac = torch.func.jacrev(cams)(weight)
     direction = torch.randn_like(weight)
     numeric = central_difference(cams, weight, direction)
-    torch.testing.assert_close((jac * direction).sum(dim=tuple(range(-4, 0))), numeric,
-                               **FINITE_DIFFERENCES)
+    torch.testing.assert_close(
+        (jac * direction).sum(dim=tuple(range(-4, 0))), numeric, **FINITE_DIFFERENCES
+    )

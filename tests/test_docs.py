@@ -15,8 +15,11 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n?(?=(\s*)(```)?)", re.S | re.M)
-DOCS = [path for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-        if "```python" in path.read_text()]
+DOCS = [
+    path
+    for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+    if "```python" in path.read_text()
+]
 
 
 def blocks(text):
@@ -25,16 +28,26 @@ def blocks(text):
     result = []
     for i, (language, code, end) in enumerate(found):
         following = found[i + 1] if i + 1 < len(found) else None
-        adjacent = following is not None and following[0] == "text" and \
-            text[end:text.index("```text", end)].strip() == ""
+        adjacent = (
+            following is not None
+            and following[0] == "text"
+            and text[end : text.index("```text", end)].strip() == ""
+        )
         result.append((language, code, following[1] if adjacent else None))
     return [(lang, code, output) for lang, code, output in result if lang == "python"]
 
 
 def test_the_guides_have_examples():
-    assert {p.name for p in DOCS} >= {"usage.md", "functional.md", "jax.md", "variants.md",
-                                       "dataset.md", "visualization.md", "migrating.md",
-                                       "README.md"}
+    assert {p.name for p in DOCS} >= {
+        "usage.md",
+        "functional.md",
+        "jax.md",
+        "variants.md",
+        "dataset.md",
+        "visualization.md",
+        "migrating.md",
+        "README.md",
+    }
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)

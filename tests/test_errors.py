@@ -12,8 +12,13 @@ from gradcam_func import GradCamError
 @pytest.fixture
 def net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(4, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+    )
 
 
 @pytest.fixture
@@ -22,14 +27,20 @@ def x():
 
 
 def test_layer_name_not_in_the_model(net, x):
-    with pytest.raises(GradCamError, match=r"grad_cam\(\.\.\., layer='layer9'\): the model "
-                       r"has no submodule 'layer9'.*'0', '1'.*named_modules"):
+    with pytest.raises(
+        GradCamError,
+        match=r"grad_cam\(\.\.\., layer='layer9'\): the model "
+        r"has no submodule 'layer9'.*'0', '1'.*named_modules",
+    ):
         gf.grad_cam(net, "layer9", x, 1)
 
 
 def test_layer_module_not_in_the_model(net, x):
-    with pytest.raises(GradCamError, match=r"layer=Conv2d\(\.\.\.\)\): this module is not "
-                       r"a submodule of the model \(Sequential\)"):
+    with pytest.raises(
+        GradCamError,
+        match=r"layer=Conv2d\(\.\.\.\)\): this module is not "
+        r"a submodule of the model \(Sequential\)",
+    ):
         gf.grad_cam(net, nn.Conv2d(3, 4, 3), x, 1)
 
 
@@ -47,8 +58,11 @@ def test_layer_never_called(x):
         def forward(self, x):
             return self.used(x.mean((2, 3)))
 
-    with pytest.raises(GradCamError, match=r"layer='unused'\): the layer was not called "
-                       r"during the model's forward pass"):
+    with pytest.raises(
+        GradCamError,
+        match=r"layer='unused'\): the layer was not called "
+        r"during the model's forward pass",
+    ):
         gf.grad_cam(Skips(), "unused", x, 1)
 
 
@@ -62,19 +76,31 @@ def test_layer_called_twice(x):
         def forward(self, x):
             return self.fc(self.conv(self.conv(x)).mean((2, 3)))
 
-    with pytest.raises(GradCamError, match=r"layer='conv'\): the layer is called more than "
-                       r"once in one forward pass.*Wrap each use in its own module"):
+    with pytest.raises(
+        GradCamError,
+        match=r"layer='conv'\): the layer is called more than "
+        r"once in one forward pass.*Wrap each use in its own module",
+    ):
         gf.grad_cam(Shared(), "conv", x, 1)
 
 
-@pytest.mark.parametrize("target, fragment", [
-    (5, r"target=5\): index 5 is out of range for axis 1 of the model's output, which "
-        r"has shape \(2, 5\)"),
-    ((-6,), r"index -6 is out of range"),
-    ([1, 7], r"target\[1\]=7\): index 7 is out of range"),
-    ((1, 2), r"has 2 indices, but selecting one score per example of an output of shape "
-             r"\(2, 5\) needs exactly 1"),
-])
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        (
+            5,
+            r"target=5\): index 5 is out of range for axis 1 of the model's output, which "
+            r"has shape \(2, 5\)",
+        ),
+        ((-6,), r"index -6 is out of range"),
+        ([1, 7], r"target\[1\]=7\): index 7 is out of range"),
+        (
+            (1, 2),
+            r"has 2 indices, but selecting one score per example of an output of shape "
+            r"\(2, 5\) needs exactly 1",
+        ),
+    ],
+)
 def test_target_out_of_range_or_of_the_wrong_length(net, x, target, fragment):
     with pytest.raises(GradCamError, match=fragment):
         gf.grad_cam(net, "0", x, target)
@@ -82,32 +108,47 @@ def test_target_out_of_range_or_of_the_wrong_length(net, x, target, fragment):
 
 @pytest.mark.parametrize("target", [[1, 2, 3], torch.tensor([0, 1, 2])])
 def test_per_example_target_length_must_match_the_batch(net, x, target):
-    with pytest.raises(GradCamError, match=r"one entry per example: got 3 entries for a "
-                                           r"batch of 2"):
+    with pytest.raises(
+        GradCamError,
+        match=r"one entry per example: got 3 entries for a "
+        r"batch of 2",
+    ):
         gf.grad_cam(net, "0", x, target)
 
 
 def test_float_tensor_target(net, x):
-    with pytest.raises(GradCamError, match=r"a Tensor target must hold one integer index.*"
-                                           r"dtype torch.float32"):
+    with pytest.raises(
+        GradCamError,
+        match=r"a Tensor target must hold one integer index.*"
+        r"dtype torch.float32",
+    ):
         gf.grad_cam(net, "0", x, torch.tensor([0.5, 1.0]))
 
 
 def test_target_of_an_unknown_type(net, x):
-    with pytest.raises(GradCamError, match=r"target=\.\.\.\): expected None, an int.*got "
-                                           r"str 'cat'"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=\.\.\.\): expected None, an int.*got "
+        r"str 'cat'",
+    ):
         gf.grad_cam(net, "0", x, "cat")
 
 
 def test_target_and_targets_together(net, x):
-    with pytest.raises(GradCamError, match=r"target=\.\.\., targets=\.\.\.\): pass one of "
-                                           r"them"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=\.\.\., targets=\.\.\.\): pass one of "
+        r"them",
+    ):
         gf.grad_cam(net, "0", x, 1, targets=[1, 2])
 
 
 def test_targets_not_a_sequence(net, x):
-    with pytest.raises(GradCamError, match=r"targets=\.\.\.\): expected a sequence of "
-                                           r"targets.*got int 3"):
+    with pytest.raises(
+        GradCamError,
+        match=r"targets=\.\.\.\): expected a sequence of "
+        r"targets.*got int 3",
+    ):
         gf.grad_cam(net, "0", x, targets=3)
     with pytest.raises(GradCamError, match=r"targets=\[\]\): expected at least one"):
         gf.grad_cam(net, "0", x, targets=[])
@@ -119,8 +160,11 @@ def test_bad_target_inside_targets_names_its_position(net, x):
 
 
 def test_target_none_needs_one_score_per_example(net, x):
-    with pytest.raises(GradCamError, match=r"target=None\): without a target the model must "
-                                           r"return one score per example.*\(2, 5\)"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=None\): without a target the model must "
+        r"return one score per example.*\(2, 5\)",
+    ):
         gf.grad_cam(net, "0", x)
 
 
@@ -128,35 +172,49 @@ def test_callable_target_of_the_wrong_shape(net, x):
     def everything(out):
         return out
 
-    with pytest.raises(GradCamError, match=r"target=everything\): a callable target must "
-                       r"map the output to one floating-point score per example, shape "
-                       r"\(2,\); it returned shape \(2, 5\) and dtype torch.float32"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=everything\): a callable target must "
+        r"map the output to one floating-point score per example, shape "
+        r"\(2,\); it returned shape \(2, 5\) and dtype torch.float32",
+    ):
         gf.grad_cam(net, "0", x, everything)
 
 
-@pytest.mark.parametrize("inputs, fragment", [
-    ([[1.0, 2.0]], r"inputs=\.\.\.\): expected a Tensor .*got list"),
-    ((torch.randn(2, 3, 6, 6), "b"), r"inputs\[1\]=\.\.\.\): expected a Tensor.*got str"),
-    (torch.tensor(1.0), r"expected a batch with dim 0 as the batch axis, got a 0-d Tensor"),
-    ((torch.randn(2, 3, 6, 6), torch.randn(3, 1)),
-     r"same batch size in dim 0, got shapes \(2, 3, 6, 6\), \(3, 1\)"),
-])
+@pytest.mark.parametrize(
+    "inputs, fragment",
+    [
+        ([[1.0, 2.0]], r"inputs=\.\.\.\): expected a Tensor .*got list"),
+        ((torch.randn(2, 3, 6, 6), "b"), r"inputs\[1\]=\.\.\.\): expected a Tensor.*got str"),
+        (torch.tensor(1.0), r"expected a batch with dim 0 as the batch axis, got a 0-d Tensor"),
+        (
+            (torch.randn(2, 3, 6, 6), torch.randn(3, 1)),
+            r"same batch size in dim 0, got shapes \(2, 3, 6, 6\), \(3, 1\)",
+        ),
+    ],
+)
 def test_inputs_must_be_batched_tensors(net, inputs, fragment):
     with pytest.raises(GradCamError, match=fragment):
         gf.grad_cam(net, "0", inputs, 1)
 
 
 def test_params_need_a_module(net, x):
-    with pytest.raises(GradCamError, match=r"params=\.\.\.\): params replace an nn.Module's "
-                                           r"parameters.*the model is a function"):
+    with pytest.raises(
+        GradCamError,
+        match=r"params=\.\.\.\): params replace an nn.Module's "
+        r"parameters.*the model is a function",
+    ):
         gf.grad_cam(lambda x: net(x), net[0], x, 1, params={})
 
 
 def test_index_target_on_a_structured_output_shows_the_callable(net, x):
-    with pytest.raises(GradCamError, match=r"target=1\): an index target needs a model that "
-                       r"returns a Tensor of scores, but this model returns dict, whose "
-                       r"Tensors are: out\['logits'\] \(2, 5\) torch.float32\. Pass a "
-                       r"callable target.*target=lambda out: out\['logits'\]\[:, k\], or wrap"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=1\): an index target needs a model that "
+        r"returns a Tensor of scores, but this model returns dict, whose "
+        r"Tensors are: out\['logits'\] \(2, 5\) torch.float32\. Pass a "
+        r"callable target.*target=lambda out: out\['logits'\]\[:, k\], or wrap",
+    ):
         gf.grad_cam(lambda x: {"logits": net(x)}, net[0], x, 1)
 
 
@@ -174,12 +232,19 @@ def test_errors_are_value_and_type_errors(net, x):
 
 # Each refusal below also leaves the model as it found it: state, hooks and inputs.
 
+
 @pytest.fixture
 def bn_net():
     """A train-mode model with BatchNorm, so a forward that ran would leave a trace."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).train()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+    ).train()
 
 
 def raises_untouched(model, inputs, fragment, call):
@@ -195,11 +260,15 @@ def raises_untouched(model, inputs, fragment, call):
 
 def test_integer_images_are_told_to_become_floats(bn_net, x):
     images = (x.abs() * 60).to(torch.uint8)
-    error = raises_untouched(bn_net, images, r"grad_cam\(model, \.\.\.\): the model raised "
-                             r"RuntimeError while running on inputs \(\(2, 3, 6, 6\) "
-                             r"torch.uint8\).*inputs\[0\] holds torch.uint8 values.*"
-                             r"x.float\(\) / 255",
-                             lambda: gf.grad_cam(bn_net, "0", images, 1))
+    error = raises_untouched(
+        bn_net,
+        images,
+        r"grad_cam\(model, \.\.\.\): the model raised "
+        r"RuntimeError while running on inputs \(\(2, 3, 6, 6\) "
+        r"torch.uint8\).*inputs\[0\] holds torch.uint8 values.*"
+        r"x.float\(\) / 255",
+        lambda: gf.grad_cam(bn_net, "0", images, 1),
+    )
     assert isinstance(error.__cause__, RuntimeError)
 
 
@@ -212,62 +281,106 @@ def test_integer_token_ids_stay_valid_input():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_inputs_in_another_dtype_than_the_weights(bn_net, x, dtype):
-    raises_untouched(bn_net, x.to(dtype), rf"inputs\[0\] is {dtype} but the model's weights "
-                     rf"are torch.float32: pass x.to\(torch.float32\), or convert the model "
-                     rf"with model.to\({dtype}\)",
-                     lambda: gf.grad_cam(bn_net, "0", x.to(dtype), 1))
+    raises_untouched(
+        bn_net,
+        x.to(dtype),
+        rf"inputs\[0\] is {dtype} but the model's weights "
+        rf"are torch.float32: pass x.to\(torch.float32\), or convert the model "
+        rf"with model.to\({dtype}\)",
+        lambda: gf.grad_cam(bn_net, "0", x.to(dtype), 1),
+    )
 
 
 def test_an_input_without_a_batch_axis(bn_net, x):
-    raises_untouched(bn_net, x[0], r"inputs\[0\] has shape \(3, 6, 6\), which the model's "
-                     r"first Conv2d reads as one example without a batch axis: for one "
-                     r"example, pass x\[None\]", lambda: gf.grad_cam(bn_net.eval(), "0", x[0], 1))
+    raises_untouched(
+        bn_net,
+        x[0],
+        r"inputs\[0\] has shape \(3, 6, 6\), which the model's "
+        r"first Conv2d reads as one example without a batch axis: for one "
+        r"example, pass x\[None\]",
+        lambda: gf.grad_cam(bn_net.eval(), "0", x[0], 1),
+    )
 
 
-@pytest.mark.parametrize("target, fragment", [
-    (lambda out: 1.0, r"it returned float 1.0"),
-    (lambda out: out.argmax(1), r"it returned shape \(2,\) and dtype torch.int64.*not "
-                                r"out.argmax\(1\), which has no gradient"),
-    (lambda out: out, r"it returned shape \(2, 5\) and dtype torch.float32"),
-    (lambda out: out.logits[:, 0], r"the target raised AttributeError: 'Tensor' object has "
-                                   r"no attribute 'logits'.*a Tensor"),
-])
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        (lambda out: 1.0, r"it returned float 1.0"),
+        (
+            lambda out: out.argmax(1),
+            r"it returned shape \(2,\) and dtype torch.int64.*not "
+            r"out.argmax\(1\), which has no gradient",
+        ),
+        (lambda out: out, r"it returned shape \(2, 5\) and dtype torch.float32"),
+        (
+            lambda out: out.logits[:, 0],
+            r"the target raised AttributeError: 'Tensor' object has "
+            r"no attribute 'logits'.*a Tensor",
+        ),
+    ],
+)
 def test_callable_targets_that_give_no_score_per_example(bn_net, x, target, fragment):
-    raises_untouched(bn_net, x, r"target=<lambda>\): " + ".*" + fragment,
-                     lambda: gf.grad_cam(bn_net, "0", x, target))
+    raises_untouched(
+        bn_net,
+        x,
+        r"target=<lambda>\): " + ".*" + fragment,
+        lambda: gf.grad_cam(bn_net, "0", x, target),
+    )
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"0.weigth": torch.zeros(4, 3, 3, 3)}, r"params=\{'0.weigth': \.\.\.\}\): the model has "
-                                            r"no parameter or buffer '0.weigth'; did you mean "
-                                            r"'0.weight'"),
-    ({"0.weight": torch.zeros(3)}, r"params=\{'0.weight': \.\.\.\}\): expected a Tensor of "
-                                   r"shape \(4, 3, 3, 3\).*got a Tensor of shape \(3,\)"),
-    ([("0.weight", torch.zeros(4, 3, 3, 3))], r"params=\.\.\.\): expected a mapping of names "
-                                              r"to Tensors.*got list"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        (
+            {"0.weigth": torch.zeros(4, 3, 3, 3)},
+            r"params=\{'0.weigth': \.\.\.\}\): the model has "
+            r"no parameter or buffer '0.weigth'; did you mean "
+            r"'0.weight'",
+        ),
+        (
+            {"0.weight": torch.zeros(3)},
+            r"params=\{'0.weight': \.\.\.\}\): expected a Tensor of "
+            r"shape \(4, 3, 3, 3\).*got a Tensor of shape \(3,\)",
+        ),
+        (
+            [("0.weight", torch.zeros(4, 3, 3, 3))],
+            r"params=\.\.\.\): expected a mapping of names "
+            r"to Tensors.*got list",
+        ),
+    ],
+)
 def test_params_that_do_not_fit_the_model(bn_net, x, params, fragment):
     raises_untouched(bn_net, x, fragment, lambda: gf.grad_cam(bn_net, "0", x, 1, params=params))
 
 
-@pytest.mark.parametrize("cotangent, fragment", [
-    (torch.zeros(2, 4), r"shape \(2, 5\) and dtype torch.float32; got shape \(2, 4\)"),
-    (torch.zeros(2, 5, dtype=torch.float64), r"got shape \(2, 5\) and dtype torch.float64"),
-    ([1.0], r"got list"),
-])
+@pytest.mark.parametrize(
+    "cotangent, fragment",
+    [
+        (torch.zeros(2, 4), r"shape \(2, 5\) and dtype torch.float32; got shape \(2, 4\)"),
+        (torch.zeros(2, 5, dtype=torch.float64), r"got shape \(2, 5\) and dtype torch.float64"),
+        ([1.0], r"got list"),
+    ],
+)
 def test_pullback_cotangent_of_the_wrong_shape_or_dtype(net, x, cotangent, fragment):
     _, _, pullback = gf.layer_vjp(net, "0", x)
-    with pytest.raises(GradCamError, match=r"layer_vjp\(\.\.\.\) pullback\(cotangent\): the "
-                       r"cotangent must be a Tensor shaped like the output, .*" + fragment):
+    with pytest.raises(
+        GradCamError,
+        match=r"layer_vjp\(\.\.\.\) pullback\(cotangent\): the "
+        r"cotangent must be a Tensor shaped like the output, .*" + fragment,
+    ):
         pullback(cotangent)
 
 
 def test_torchscript_is_refused_with_why(net, x):
     scripted = torch.jit.script(net)
-    raises_untouched(net, x, r"grad_cam\(model=RecursiveScriptModule\(\.\.\.\)\): a "
-                     r"torch.jit.script \(or trace\) module runs its forward as TorchScript.*"
-                     r"Explain the original nn.Module",
-                     lambda: gf.grad_cam(scripted, "0", x, 1))
+    raises_untouched(
+        net,
+        x,
+        r"grad_cam\(model=RecursiveScriptModule\(\.\.\.\)\): a "
+        r"torch.jit.script \(or trace\) module runs its forward as TorchScript.*"
+        r"Explain the original nn.Module",
+        lambda: gf.grad_cam(scripted, "0", x, 1),
+    )
 
 
 def test_data_parallel_explains_its_module(net, x):
@@ -285,8 +398,7 @@ def test_distributed_data_parallel_explains_its_module(net, x):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
-                            world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         wrapped = nn.parallel.DistributedDataParallel(net)
         assert_close(gf.grad_cam(wrapped, "module.0", x, 1), gf.grad_cam(net, "0", x, 1))
@@ -308,8 +420,7 @@ class Checkpointed(nn.Module):
     def __init__(self, reentrant):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(4, 5))
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
         self.reentrant = reentrant
         self.grad_checkpointing = False  # timm's switch
 
@@ -341,8 +452,11 @@ def test_checkpointing_gradcam_func_cannot_switch_off_names_the_fix(x, reentrant
 
         return checkpoint(model.head, model.conv(inputs), use_reentrant=reentrant)
 
-    with pytest.raises(GradCamError, match=r"activation checkpointing "
-                       r"\(torch.utils.checkpoint\).*turn it off for the call"):
+    with pytest.raises(
+        GradCamError,
+        match=r"activation checkpointing "
+        r"\(torch.utils.checkpoint\).*turn it off for the call",
+    ):
         gf.grad_cam(checkpointed, model.conv, x, 1)
 
 
@@ -354,15 +468,21 @@ def test_huggingface_gradient_checkpointing_in_train_mode():
     expected = gf.grad_cam(model, "vit.layers.0.mlp.fc1", x, lambda out: out.logits[:, 1])
     # transformers 5 renamed the switch (the old names warn); older versions have only
     # the old names
-    enable = getattr(model, "activation_checkpointing_enable", None) or \
-        model.gradient_checkpointing_enable
+    enable = (
+        getattr(model, "activation_checkpointing_enable", None)
+        or model.gradient_checkpointing_enable
+    )
     enable()
 
     def checkpointing():
-        return getattr(model, "is_activation_checkpointing", None) if hasattr(
-            model, "activation_checkpointing_enable") else model.is_gradient_checkpointing
+        return (
+            getattr(model, "is_activation_checkpointing", None)
+            if hasattr(model, "activation_checkpointing_enable")
+            else model.is_gradient_checkpointing
+        )
 
     assert checkpointing()
-    assert_close(gf.grad_cam(model, "vit.layers.0.mlp.fc1", x,
-                             lambda out: out.logits[:, 1]), expected)
+    assert_close(
+        gf.grad_cam(model, "vit.layers.0.mlp.fc1", x, lambda out: out.logits[:, 1]), expected
+    )
     assert checkpointing()

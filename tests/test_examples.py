@@ -27,13 +27,13 @@ def test_penalty_falls_and_cams_move_onto_the_object():
 
 def test_every_target_kind_on_the_trained_multi_task_model(tmp_path):
     spec = importlib.util.spec_from_file_location(
-        "beyond_targets", EXAMPLE.parent / "beyond_targets.py")
+        "beyond_targets", EXAMPLE.parent / "beyond_targets.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = module.main(["--out", str(tmp_path)])
     pointing = results["pointing"]
     assert results["accuracy"] > 0.95
-    for kind in ("segmentation", "regression (box width)", "finer",
-                 "detection, matched boxes"):
+    for kind in ("segmentation", "regression (box width)", "finer", "detection, matched boxes"):
         assert pointing[kind] > pointing["centre blob"] + 0.3, (kind, pointing)
     assert (tmp_path / "beyond_targets.png").exists()

@@ -19,24 +19,39 @@ FORWARD = ["gradcam", "xgradcam", "hirescam"]
 
 
 def both(model, layer, x, method="gradcam", **options):
-    mine = {mode: gf.cam(model, layer, x, method=method, autodiff=mode, **options)
-            for mode in ("forward", "reverse")}
+    mine = {
+        mode: gf.cam(model, layer, x, method=method, autodiff=mode, **options)
+        for mode in ("forward", "reverse")
+    }
     return mine["forward"], mine["reverse"]
 
 
 @pytest.mark.parametrize("sum_channels", [True, False])
 @pytest.mark.parametrize("method", FORWARD)
-@pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "two_inputs",
-                                  "extra_args"])
+@pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "two_inputs", "extra_args"])
 def test_forward_equals_reverse_for_every_target_form(name, method, sum_channels):
     case = ZOO[name](torch.float64)
     x = case.inputs if len(case.inputs) > 1 else case.inputs[0]
     batch = case.inputs[0].shape[0]
-    targets = [0, lambda out: out[:, 2] - out[:, 0], (2,), torch.tensor(1), [1] * batch,
-               torch.tensor([2] * batch), lambda out: out.softmax(1)[:, 1]]  # interleaved
-    forward, reverse = both(case.model, case.layer, x, method, targets=targets,
-                            sum_channels=sum_channels, relu=True,
-                            additional_forward_args=case.args or None)
+    targets = [
+        0,
+        lambda out: out[:, 2] - out[:, 0],
+        (2,),
+        torch.tensor(1),
+        [1] * batch,
+        torch.tensor([2] * batch),
+        lambda out: out.softmax(1)[:, 1],
+    ]  # interleaved
+    forward, reverse = both(
+        case.model,
+        case.layer,
+        x,
+        method,
+        targets=targets,
+        sum_channels=sum_channels,
+        relu=True,
+        additional_forward_args=case.args or None,
+    )
     assert_matches(forward, reverse)
 
 
@@ -46,22 +61,20 @@ def test_forward_equals_captums_loop_for_all_classes_and_top_k():
     every = gf.grad_cam(case.model, case.layer, x, targets="all", autodiff="forward")
     explainer = LayerGradCam(case.model, case.layer)
     assert_matches(every, torch.stack([explainer.attribute(x, k).detach() for k in range(4)]))
-    top, classes = gf.grad_cam(case.model, case.layer, x, targets=gf.top_k(3),
-                               autodiff="forward")
-    assert_matches(top, torch.stack([explainer.attribute(x, row.tolist()).detach()
-                                     for row in classes]))
+    top, classes = gf.grad_cam(case.model, case.layer, x, targets=gf.top_k(3), autodiff="forward")
+    assert_matches(
+        top, torch.stack([explainer.attribute(x, row.tolist()).detach() for row in classes])
+    )
 
 
 def test_params_tuple_inputs_and_layer_inputs():
     case = ZOO["two_inputs"](torch.float64)
     params = {k: v.detach() * 1.3 for k, v in case.model.named_parameters()}
-    forward, reverse = both(case.model, case.layer, case.inputs, targets=[0, 2],
-                            params=params)
+    forward, reverse = both(case.model, case.layer, case.inputs, targets=[0, 2], params=params)
     assert_matches(forward, reverse)
     for name in ("basic_block_conv1", "fire_expand3x3", "model_input"):
         model, layer, x = CASES[name]()
-        forward, reverse = both(model, layer, x, targets=[0, 1, 4],
-                                attribute_to_layer_input=True)
+        forward, reverse = both(model, layer, x, targets=[0, 1, 4], attribute_to_layer_input=True)
         assert_matches(forward, reverse)
 
 
@@ -76,7 +89,9 @@ def test_train_mode_batchnorm_and_its_statistics():
     reverse = gf.grad_cam(twin, "bn", x, targets=[0, 1, 3], autodiff="reverse")
     assert_matches(forward, reverse)
     plain(x)
-    for (key, mine), (_, expected) in zip(case.model.named_buffers(), plain.named_buffers(), strict=True):
+    for (key, mine), (_, expected) in zip(
+        case.model.named_buffers(), plain.named_buffers(), strict=True
+    ):
         assert torch.equal(mine, expected), key
 
 
@@ -91,20 +106,21 @@ def test_vmap_over_inputs_and_gradients_of_the_cam():
     params = {k: v.detach() for k, v in case.model.named_parameters()}
     x = xs[0]
     generator = torch.Generator().manual_seed(0)
-    direction = {k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
-                 for k, v in params.items()}
+    direction = {
+        k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in params.items()
+    }
 
     def loss(p, mode):
-        cams = gf.grad_cam(case.model, case.layer, x, targets=[0, 3], params=p,
-                           autodiff=mode)
-        return (cams ** 2).sum()
+        cams = gf.grad_cam(case.model, case.layer, x, targets=[0, 3], params=p, autodiff=mode)
+        return (cams**2).sum()
 
     grads = torch.func.grad(lambda p: loss(p, "forward"))(params)
     analytic = sum((grads[k] * direction[k]).sum() for k in params)
     eps = 1e-6
-    numeric = (loss({k: v + eps * direction[k] for k, v in params.items()}, "reverse")
-               - loss({k: v - eps * direction[k] for k, v in params.items()}, "reverse")) / (
-        2 * eps)
+    numeric = (
+        loss({k: v + eps * direction[k] for k, v in params.items()}, "reverse")
+        - loss({k: v - eps * direction[k] for k, v in params.items()}, "reverse")
+    ) / (2 * eps)
     torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
 
 
@@ -126,24 +142,31 @@ class MixesExamples(nn.Module):
 def test_a_model_that_mixes_examples_is_caught():
     model = MixesExamples().double().eval()
     x = torch.randn(3, 3, 5, 5, dtype=torch.float64)
-    with pytest.raises(gf.GradCamError, match=r"autodiff='forward'\): the model mixes the "
-                                              r"examples of the batch.*autodiff='reverse'"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"autodiff='forward'\): the model mixes the "
+        r"examples of the batch.*autodiff='reverse'",
+    ):
         gf.grad_cam(model, "conv", x, targets=[0, 1, 2], autodiff="forward")
     auto = gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20)  # "auto": forward
-    assert_matches(auto, gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20,
-                                     autodiff="reverse"))
+    assert_matches(
+        auto, gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20, autodiff="reverse")
+    )
 
 
-@pytest.mark.parametrize("method", ["layercam", "gradcam++", "eigengradcam",
-                                    "gradcam_elementwise"])
+@pytest.mark.parametrize("method", ["layercam", "gradcam++", "eigengradcam", "gradcam_elementwise"])
 def test_methods_without_a_forward_form_say_why(method):
     case = ZOO["plain_cnn"](torch.float64)
-    with pytest.raises(gf.GradCamError, match=re.escape(f"method='{method}', autodiff="
-                                                        f"'forward'): {method} applies a "
-                                                        "non-linearity")):
+    with pytest.raises(
+        gf.GradCamError,
+        match=re.escape(
+            f"method='{method}', autodiff='forward'): {method} applies a non-linearity"
+        ),
+    ):
         gf.cam(case.model, case.layer, case.inputs[0], 1, method=method, autodiff="forward")
-    gf.cam(case.model, case.layer, case.inputs[0], targets=list(range(5)) * 40,
-           method=method)  # "auto" takes reverse mode
+    gf.cam(
+        case.model, case.layer, case.inputs[0], targets=list(range(5)) * 40, method=method
+    )  # "auto" takes reverse mode
 
 
 def test_auto_compares_directions_with_targets():
@@ -156,8 +179,11 @@ def test_auto_compares_directions_with_targets():
     assert choose_mode("auto", "gradcam", 100, shape, True, model, True, "c") == "reverse"
     assert choose_mode("auto", "hirescam", 1000, shape, True, model, True, "c") == "forward"
     assert choose_mode("auto", "gradcam", 1000, shape, True, model, False, "c") == "reverse"
-    with pytest.raises(gf.GradCamError, match=r"autodiff='sideways'\): expected 'auto', "
-                                              r"'reverse' or 'forward'"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"autodiff='sideways'\): expected 'auto', "
+        r"'reverse' or 'forward'",
+    ):
         choose_mode("sideways", "gradcam", 10, shape, True, model, True, "c")
 
 
@@ -165,8 +191,8 @@ def test_auto_weighs_the_forward_rerun_per_chunk_against_k_pullbacks():
     # ResNet-18 layer3-like: a chunk of 10 pullbacks through the head costs 0.3 s, the
     # whole forward 0.35 s; 256 directions in chunks of 10 cost 256 * 0.75 * 0.03 +
     # 26 * 0.35 = 14.9 s
-    assert forward_is_cheaper(256, 10, 1000, 0.35, 0.3, 10)       # against 30 s
-    assert not forward_is_cheaper(256, 10, 400, 0.35, 0.3, 10)    # against 12 s
+    assert forward_is_cheaper(256, 10, 1000, 0.35, 0.3, 10)  # against 30 s
+    assert not forward_is_cheaper(256, 10, 400, 0.35, 0.3, 10)  # against 12 s
     # layer4-like: the head is only the classifier, 50 chunks of 20 cost 1 s
     assert not forward_is_cheaper(512, 20, 1000, 0.35, 0.02, 20)
     # all directions in one chunk: one extra forward, 0.73 s against 1 s

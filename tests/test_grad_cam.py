@@ -11,34 +11,43 @@ from conftest import assert_close, assert_matches
 from zoo import ZOO
 
 DTYPES = [torch.float32, torch.float64]
-OPTIONS = [dict(relu=r, sum_channels=s, attribute_to_layer_input=a)
-           for r, s, a in itertools.product([False, True], repeat=3)]
+OPTIONS = [
+    dict(relu=r, sum_channels=s, attribute_to_layer_input=a)
+    for r, s, a in itertools.product([False, True], repeat=3)
+]
 
 
 def captum(case, target, *, relu=False, sum_channels=True, attribute_to_layer_input=False):
     result = LayerGradCam(case.model, case.layer).attribute(
-        case.inputs if len(case.inputs) > 1 else case.inputs[0], target,
+        case.inputs if len(case.inputs) > 1 else case.inputs[0],
+        target,
         additional_forward_args=case.args or None,
         attribute_to_layer_input=attribute_to_layer_input,
-        relu_attributions=relu, attr_dim_summation=sum_channels,
+        relu_attributions=relu,
+        attr_dim_summation=sum_channels,
     )
     return tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach()
 
 
 def ours(case, target, **options):
-    return gf.grad_cam(case.model, case.layer,
-                       case.inputs if len(case.inputs) > 1 else case.inputs[0], target,
-                       additional_forward_args=case.args or None, **options)
+    return gf.grad_cam(
+        case.model,
+        case.layer,
+        case.inputs if len(case.inputs) > 1 else case.inputs[0],
+        target,
+        additional_forward_args=case.args or None,
+        **options,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("options", OPTIONS,
-                         ids=lambda o: "-".join(k for k, v in o.items() if v) or "default")
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=lambda o: "-".join(k for k, v in o.items() if v) or "default"
+)
 @pytest.mark.parametrize("name", ZOO)
 def test_matches_captum_across_options(name, options, dtype):
     case = ZOO[name](dtype)
-    assert_matches(ours(case, case.target, **options),
-                captum(case, case.target, **options))
+    assert_matches(ours(case, case.target, **options), captum(case, case.target, **options))
 
 
 def target_forms(case):
@@ -86,25 +95,32 @@ def test_target_none_on_a_per_example_score(name, keepdim):
 def test_tuple_targets_on_a_three_dimensional_output():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 4, 3, padding=1).double()
-    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d((2, 3)),
-                                torch.nn.Flatten(2))  # output (B, 4, 6)
+    model = torch.nn.Sequential(
+        conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d((2, 3)), torch.nn.Flatten(2)
+    )  # output (B, 4, 6)
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     for target in [(1, 4), [(0, 5), (3, 2)], (2, -1)]:
-        assert_close(gf.grad_cam(model, conv, x, target),
-                     LayerGradCam(model, conv).attribute(x, target).detach())
+        assert_close(
+            gf.grad_cam(model, conv, x, target),
+            LayerGradCam(model, conv).attribute(x, target).detach(),
+        )
 
 
 def test_dotted_layer_name_equals_the_module():
     case = ZOO["residual"](torch.float64)
-    assert_close(gf.grad_cam(case.model, "bn", case.inputs[0], 1),
-                 gf.grad_cam(case.model, case.model.bn, case.inputs[0], 1))
+    assert_close(
+        gf.grad_cam(case.model, "bn", case.inputs[0], 1),
+        gf.grad_cam(case.model, case.model.bn, case.inputs[0], 1),
+    )
 
 
 def test_a_plain_callable_model():
     case = ZOO["plain_cnn"](torch.float64)
     fn = lambda x: case.model(x) * 2.0
-    assert_close(gf.grad_cam(fn, case.layer, case.inputs[0], 1),
-                 2.0 * LayerGradCam(case.model, case.layer).attribute(case.inputs[0], 1).detach())
+    assert_close(
+        gf.grad_cam(fn, case.layer, case.inputs[0], 1),
+        2.0 * LayerGradCam(case.model, case.layer).attribute(case.inputs[0], 1).detach(),
+    )
 
 
 @pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "transformer", "mlp"])
@@ -113,8 +129,9 @@ def test_batch_equals_stacked_single_examples(name):
     x = case.inputs[0]
     classes = [i % 3 for i in range(len(x))]
     whole = gf.grad_cam(case.model, case.layer, x, classes)
-    stacked = torch.cat([gf.grad_cam(case.model, case.layer, x[i:i + 1], c)
-                         for i, c in enumerate(classes)])
+    stacked = torch.cat(
+        [gf.grad_cam(case.model, case.layer, x[i : i + 1], c) for i, c in enumerate(classes)]
+    )
     assert_close(whole, stacked)
 
 
@@ -123,5 +140,6 @@ def test_under_vmap_over_examples_equals_the_batch(name):
     case = ZOO[name](torch.float64)
     x = case.inputs[0]
     per_example = torch.func.vmap(
-        lambda xi: gf.grad_cam(case.model, case.layer, xi[None], case.target)[0])(x)
+        lambda xi: gf.grad_cam(case.model, case.layer, xi[None], case.target)[0]
+    )(x)
     assert_close(per_example, gf.grad_cam(case.model, case.layer, x, case.target))

@@ -12,9 +12,15 @@ from zoo import Residual
 
 def relu_cnn(inplace=False):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=inplace),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=inplace),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 16, 4)).double()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=inplace),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(inplace=inplace),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 16, 4),
+    ).double()
 
 
 class TwoInputs(nn.Module):
@@ -37,20 +43,26 @@ def test_guided_grad_cam_equals_captum(inplace, mode):
         ours = gf.guided_grad_cam(model, model[2], x, target, interpolate_mode=mode)
         theirs = GuidedGradCam(model, model[2]).attribute(x, target, interpolate_mode=mode)
         assert_close(ours, theirs.detach())
-        assert_close(gf.guided_backprop(model, x, target),
-                     GuidedBackprop(model).attribute(x, target).detach())
+        assert_close(
+            gf.guided_backprop(model, x, target),
+            GuidedBackprop(model).attribute(x, target).detach(),
+        )
 
 
 def test_residual_model_and_two_inputs_equal_captum():
     torch.manual_seed(0)
     model = Residual().double().eval()
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-    assert_close(gf.guided_grad_cam(model, model.conv, x, 2),
-                 GuidedGradCam(model, model.conv).attribute(x, 2).detach())
+    assert_close(
+        gf.guided_grad_cam(model, model.conv, x, 2),
+        GuidedGradCam(model, model.conv).attribute(x, 2).detach(),
+    )
     torch.manual_seed(1)
     two = TwoInputs().double()
-    inputs = (torch.randn(2, 3, 8, 8, dtype=torch.float64),
-              torch.randn(2, 1, 8, 8, dtype=torch.float64))
+    inputs = (
+        torch.randn(2, 3, 8, 8, dtype=torch.float64),
+        torch.randn(2, 1, 8, 8, dtype=torch.float64),
+    )
     ours = gf.guided_grad_cam(two, two.a, inputs, 1)
     theirs = GuidedGradCam(two, two.a).attribute(inputs, 1)
     assert isinstance(ours, tuple) and len(ours) == 2
@@ -77,7 +89,7 @@ def test_no_hook_left_even_when_the_model_raises():
         raise RuntimeError("boom")
 
     handle = model[6].register_forward_pre_hook(explode)
-    with pytest.raises(gf.GradCamError, match="the model raised RuntimeError .*: \"boom\"") as info:
+    with pytest.raises(gf.GradCamError, match='the model raised RuntimeError .*: "boom"') as info:
         gf.guided_backprop(model, x, 1)
     assert isinstance(info.value.__cause__, RuntimeError)
     handle.remove()

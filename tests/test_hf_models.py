@@ -21,12 +21,12 @@ BF16_RELATIVE_TO_MAX = 0.03
 def logit(k):
     def score(out):
         return out.logits[:, k]
+
     return score
 
 
 def captum(model, layer, x, target, **options):
-    result = LayerGradCam(Logits(model), model.get_submodule(layer)).attribute(
-        x, target, **options)
+    result = LayerGradCam(Logits(model), model.get_submodule(layer)).attribute(x, target, **options)
     return result.detach()
 
 
@@ -40,8 +40,10 @@ def test_equals_captum(name, where):
     model, x = build(name)
     layer = layer_of(name, where)
     inputs = where == "input"
-    assert_matches(gf.grad_cam(model, layer, x, logit(1), attribute_to_layer_input=inputs),
-                   captum(model, layer, x, 1, attribute_to_layer_input=inputs))
+    assert_matches(
+        gf.grad_cam(model, layer, x, logit(1), attribute_to_layer_input=inputs),
+        captum(model, layer, x, 1, attribute_to_layer_input=inputs),
+    )
 
 
 @pytest.mark.parametrize("where", ["output", "input"])
@@ -50,16 +52,31 @@ def test_targets_equal_captums_loop(name, where):
     model, x = build(name)
     layer = layer_of(name, where)
     inputs = where == "input"
-    cams = gf.grad_cam(model, layer, x, targets=[logit(k) for k in (0, 2, 4)],
-                       attribute_to_layer_input=inputs)
-    assert_matches(cams, torch.stack([captum(model, layer, x, k,
-                                             attribute_to_layer_input=inputs)
-                                      for k in (0, 2, 4)]))
-    cams, classes = gf.grad_cam(model, layer, x, attribute_to_layer_input=inputs,
-                                targets=gf.top_k(2, scores=lambda out: out.logits))
-    assert_matches(cams, torch.stack([captum(model, layer, x, row.tolist(),
-                                             attribute_to_layer_input=inputs)
-                                      for row in classes]))
+    cams = gf.grad_cam(
+        model, layer, x, targets=[logit(k) for k in (0, 2, 4)], attribute_to_layer_input=inputs
+    )
+    assert_matches(
+        cams,
+        torch.stack(
+            [captum(model, layer, x, k, attribute_to_layer_input=inputs) for k in (0, 2, 4)]
+        ),
+    )
+    cams, classes = gf.grad_cam(
+        model,
+        layer,
+        x,
+        attribute_to_layer_input=inputs,
+        targets=gf.top_k(2, scores=lambda out: out.logits),
+    )
+    assert_matches(
+        cams,
+        torch.stack(
+            [
+                captum(model, layer, x, row.tolist(), attribute_to_layer_input=inputs)
+                for row in classes
+            ]
+        ),
+    )
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -76,7 +93,9 @@ def test_train_mode_equals_captum_and_updates_statistics_once(name):
     expected = captum(theirs, layer, x, 3)
     torch.manual_seed(5)
     assert_matches(gf.grad_cam(model, layer, x, logit(3)), expected)
-    for (key, mine), (_, expected) in zip(model.named_buffers(), plain.named_buffers(), strict=True):
+    for (key, mine), (_, expected) in zip(
+        model.named_buffers(), plain.named_buffers(), strict=True
+    ):
         if expected.is_floating_point():
             assert_close(mine, expected)
         else:
@@ -92,7 +111,8 @@ def test_channels_last_equals_captum(name):
         layer, inputs = layer_of(name, where), where == "input"
         assert_matches(
             gf.grad_cam(model, layer, x, logit(2), attribute_to_layer_input=inputs),
-            captum(model, layer, x, 2, attribute_to_layer_input=inputs))
+            captum(model, layer, x, 2, attribute_to_layer_input=inputs),
+        )
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -104,8 +124,7 @@ def test_bf16_autocast_is_close_to_captum(name):
         ours = gf.grad_cam(model, layer, x, logit(1)).float()
     assert_not_zero(expected)
     scale = expected.abs().max().item()
-    torch.testing.assert_close(ours, expected, rtol=0,
-                               atol=BF16_RELATIVE_TO_MAX * scale)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=BF16_RELATIVE_TO_MAX * scale)
 
 
 # Token layers: the embedding dimensions as channels, the tokens as positions (a grid
@@ -127,8 +146,7 @@ def token_cam(acts, grads):
 def test_token_layout_equals_the_formula_on_captums_gradients(name):
     model, x = build(name)
     layer, layout = TOKEN_LAYERS[name]
-    grads, acts = compute_layer_gradients_and_eval(Logits(model), model.get_submodule(layer),
-                                                   x, 1)
+    grads, acts = compute_layer_gradients_and_eval(Logits(model), model.get_submodule(layer), x, 1)
     prefix = layout.get("prefix_tokens", 0)
     expected = token_cam(acts[0][:, prefix:].detach(), grads[0][:, prefix:].detach())
     if "token_grid" in layout:
@@ -155,24 +173,31 @@ def captured_input_gradient(model, layer, x, k):
     return captured[0].detach(), grad
 
 
-@pytest.mark.parametrize("name, layer", [("bert", "bert.encoder.layer.1"),
-                                         ("vit", "vit.layers.1.attention"),
-                                         ("swin", "swin.encoder.layers.1.blocks.0")])
+@pytest.mark.parametrize(
+    "name, layer",
+    [
+        ("bert", "bert.encoder.layer.1"),
+        ("vit", "vit.layers.1.attention"),
+        ("swin", "swin.encoder.layers.1.blocks.0"),
+    ],
+)
 def test_layers_called_with_none_and_keywords_equal_autograd_by_hand(name, layer):
     """These layers get None or keyword arguments beside their tensor, which Captum's
     hooks refuse; gradcam_func takes the layer's floating-point Tensors."""
     model, x = build(name)
     acts, grads = captured_input_gradient(model, layer, x, 2)
     expected = token_cam(acts, grads)
-    assert_matches(gf.cam(model, layer, x, logit(2), attribute_to_layer_input=True,
-                          channel_axis=-1), expected)
+    assert_matches(
+        gf.cam(model, layer, x, logit(2), attribute_to_layer_input=True, channel_axis=-1), expected
+    )
 
 
 def score_cam_by_loop(model, layer, x, k):
     """Score-CAM (the paper's convention), one masked image at a time, on logits."""
     acts = []
     handle = model.get_submodule(layer).register_forward_hook(
-        lambda _, __, out: acts.append(out.detach()))
+        lambda _, __, out: acts.append(out.detach())
+    )
     try:
         with torch.no_grad():
             model(x)
@@ -183,11 +208,12 @@ def score_cam_by_loop(model, layer, x, k):
         for b in range(len(x)):
             weights = []
             for a in acts[0][b]:
-                up = torch.nn.functional.interpolate(a[None, None], size=x.shape[-2:],
-                                                     mode="bilinear", align_corners=False)
+                up = torch.nn.functional.interpolate(
+                    a[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False
+                )
                 span = up.max() - up.min()
                 mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
-                weights.append(model(x[b:b + 1] * mask[0]).logits.softmax(1)[0, k])
+                weights.append(model(x[b : b + 1] * mask[0]).logits.softmax(1)[0, k])
             w = torch.stack(weights)
             maps.append((w.view(-1, 1, 1) * acts[0][b]).sum(0, keepdim=True))
     return torch.stack(maps)
@@ -207,13 +233,15 @@ def ablation_cam_by_loop(model, layer, x, k):
         for b in range(len(x)):
             weights = []
             for c in range(acts[0].shape[1]):
+
                 def ablate(_, __, out, c=c):
                     out = out.clone()
                     out[:, c] = 0
                     return out
+
                 handle = module.register_forward_hook(ablate)
                 try:
-                    weights.append((y[b] - model(x[b:b + 1]).logits[0, k]) / y[b])
+                    weights.append((y[b] - model(x[b : b + 1]).logits[0, k]) / y[b])
                 finally:
                     handle.remove()
             w = torch.stack(weights)
@@ -225,10 +253,15 @@ def ablation_cam_by_loop(model, layer, x, k):
 def test_gradient_free_methods_equal_their_loops(name):
     model, x = build(name)
     layer = ARCHS[name].output_layer
+
     def probability(out):  # the paper's score; a callable target is scored by its value
         return out.logits.softmax(1)[:, 2]
 
-    assert_matches(gf.cam(model, layer, x, probability, method="scorecam", batch_size=16),
-                   score_cam_by_loop(model, layer, x, 2))
-    assert_matches(gf.cam(model, layer, x, logit(2), method="ablationcam", batch_size=8),
-                   ablation_cam_by_loop(model, layer, x, 2))
+    assert_matches(
+        gf.cam(model, layer, x, probability, method="scorecam", batch_size=16),
+        score_cam_by_loop(model, layer, x, 2),
+    )
+    assert_matches(
+        gf.cam(model, layer, x, logit(2), method="ablationcam", batch_size=8),
+        ablation_cam_by_loop(model, layer, x, 2),
+    )

@@ -6,16 +6,25 @@ import sys
 
 def modules_after(statement):
     code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     return set(out)
 
 
 def test_import_gradcam_func_imports_neither_jax_nor_matplotlib():
     loaded = modules_after("import gradcam_func")
     assert "torch" in loaded
-    for optional in ("jax", "flax", "matplotlib", "captum", "torchmetrics", "hypothesis",
-                     "transformers", "scipy"):
+    for optional in (
+        "jax",
+        "flax",
+        "matplotlib",
+        "captum",
+        "torchmetrics",
+        "hypothesis",
+        "transformers",
+        "scipy",
+    ):
         assert optional not in loaded, optional
 
 

@@ -12,8 +12,9 @@ import gradcam_func as gf
 @pytest.mark.parametrize("mode", ["nearest", "area", "bilinear", "bicubic"])
 def test_two_dimensional_matches_captum(mode):
     cam = torch.randn(2, 1, 5, 7, dtype=torch.float64)
-    torch.testing.assert_close(gf.interpolate(cam, (20, 21), mode),
-                               LayerAttribution.interpolate(cam, (20, 21), mode))
+    torch.testing.assert_close(
+        gf.interpolate(cam, (20, 21), mode), LayerAttribution.interpolate(cam, (20, 21), mode)
+    )
 
 
 @pytest.mark.parametrize("spatial, linear", [(1, "linear"), (2, "bilinear"), (3, "trilinear")])
@@ -32,14 +33,27 @@ def test_nearest_upsampling_repeats_cells():
     torch.testing.assert_close(gf.interpolate(cam, (6, 6)), expected)
 
 
-@pytest.mark.parametrize("cam, size, mode, fragment", [
-    (torch.zeros(1, 1, 4), (8,), "bicubic", r"mode='bicubic'\): bicubic needs a 2-D map, the "
-                                             r"CAM has 1 spatial axes"),
-    (torch.zeros(1, 1, 4, 4), (8,), "nearest", r"size=\(8,\)\): a CAM of shape \(1, 1, 4, 4\) "
-                                                r"has 2 spatial axes, so size needs 2"),
-    (torch.zeros(1, 4), (8,), "nearest", r"expected a CAM of shape \(B, C, \*S\) with 1 to 3"),
-    (torch.zeros(1, 1, 4), (8,), "cubic", r"mode='cubic'\): expected one of nearest"),
-])
+@pytest.mark.parametrize(
+    "cam, size, mode, fragment",
+    [
+        (
+            torch.zeros(1, 1, 4),
+            (8,),
+            "bicubic",
+            r"mode='bicubic'\): bicubic needs a 2-D map, the "
+            r"CAM has 1 spatial axes",
+        ),
+        (
+            torch.zeros(1, 1, 4, 4),
+            (8,),
+            "nearest",
+            r"size=\(8,\)\): a CAM of shape \(1, 1, 4, 4\) "
+            r"has 2 spatial axes, so size needs 2",
+        ),
+        (torch.zeros(1, 4), (8,), "nearest", r"expected a CAM of shape \(B, C, \*S\) with 1 to 3"),
+        (torch.zeros(1, 1, 4), (8,), "cubic", r"mode='cubic'\): expected one of nearest"),
+    ],
+)
 def test_errors(cam, size, mode, fragment):
     with pytest.raises(gf.GradCamError, match=fragment):
         gf.interpolate(cam, size, mode)

@@ -19,8 +19,11 @@ def split_model(seed=0):
     w2 = jax.random.normal(k2, (5, 4)) * 0.5
 
     def trunk(x):
-        return jnp.tanh(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME",
-                                                     dimension_numbers=("NCHW", "OIHW", "NCHW")))
+        return jnp.tanh(
+            jax.lax.conv_general_dilated(
+                x, w1, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
+            )
+        )
 
     def head(a):
         return jax.nn.softplus(a).mean((2, 3)) @ w2.T
@@ -54,8 +57,11 @@ def test_every_target_form(setup):
         (contrast, contrast),
     ]
     for target, score in forms:
-        np.testing.assert_allclose(gj.grad_cam(trunk, head, x, target),
-                                   by_hand(trunk, head, x, score), **TOLERANCES[torch.float32])
+        np.testing.assert_allclose(
+            gj.grad_cam(trunk, head, x, target),
+            by_hand(trunk, head, x, score),
+            **TOLERANCES[torch.float32],
+        )
 
 
 def test_targets_stack_the_single_calls_and_top_k(setup):
@@ -63,30 +69,44 @@ def test_targets_stack_the_single_calls_and_top_k(setup):
     targets = [0, jnp.array([1, 2, 3]), lambda o: jax.nn.log_softmax(o)[:, 4]]
     stacked = gj.grad_cam(trunk, head, x, targets=targets, relu=True)
     for k, t in enumerate(targets):
-        np.testing.assert_allclose(stacked[k], gj.grad_cam(trunk, head, x, t, relu=True),
-                                   **TOLERANCES[torch.float32])
+        np.testing.assert_allclose(
+            stacked[k], gj.grad_cam(trunk, head, x, t, relu=True), **TOLERANCES[torch.float32]
+        )
     cams, classes = gj.grad_cam(trunk, head, x, targets=gj.top_k(2))
     np.testing.assert_array_equal(classes, jax.lax.top_k(head(trunk(x)), 2)[1].T)
-    np.testing.assert_allclose(cams[1], gj.grad_cam(trunk, head, x, classes[1]), **TOLERANCES[torch.float32])
+    np.testing.assert_allclose(
+        cams[1], gj.grad_cam(trunk, head, x, classes[1]), **TOLERANCES[torch.float32]
+    )
 
 
 def test_jit_gives_the_eager_result(setup):
     trunk, head, x = setup
     jitted = jax.jit(lambda x: gj.grad_cam(trunk, head, x, targets=[1, 3], relu=True))
-    np.testing.assert_allclose(jitted(x), gj.grad_cam(trunk, head, x, targets=[1, 3], relu=True),
-                               **TOLERANCES[torch.float32])
+    np.testing.assert_allclose(
+        jitted(x),
+        gj.grad_cam(trunk, head, x, targets=[1, 3], relu=True),
+        **TOLERANCES[torch.float32],
+    )
     per_example = jax.jit(lambda x, c: gj.grad_cam(trunk, head, x, c))
-    np.testing.assert_allclose(per_example(x, jnp.array([0, 1, 2])),
-                               gj.grad_cam(trunk, head, x, jnp.array([0, 1, 2])),
-                               **TOLERANCES[torch.float32])
+    np.testing.assert_allclose(
+        per_example(x, jnp.array([0, 1, 2])),
+        gj.grad_cam(trunk, head, x, jnp.array([0, 1, 2])),
+        **TOLERANCES[torch.float32],
+    )
 
 
 def test_channels_last(setup):
     trunk, head, x = setup
-    last = gj.grad_cam(lambda x: jnp.moveaxis(trunk(x), 1, -1),
-                       lambda a: head(jnp.moveaxis(a, -1, 1)), x, 2, channel_axis=-1)
-    np.testing.assert_allclose(jnp.moveaxis(last, -1, 1), gj.grad_cam(trunk, head, x, 2),
-                               **TOLERANCES[torch.float32])
+    last = gj.grad_cam(
+        lambda x: jnp.moveaxis(trunk(x), 1, -1),
+        lambda a: head(jnp.moveaxis(a, -1, 1)),
+        x,
+        2,
+        channel_axis=-1,
+    )
+    np.testing.assert_allclose(
+        jnp.moveaxis(last, -1, 1), gj.grad_cam(trunk, head, x, 2), **TOLERANCES[torch.float32]
+    )
 
 
 def test_layer_vjp_pullback_is_the_gradient(setup):
@@ -116,16 +136,22 @@ def test_flax_model_without_hand_splitting():
         return jnp.moveaxis(fnn.Conv(6, (3, 3)).apply({"params": p["conv2"]}, h), -1, 1)
 
     def head(a):
-        return fnn.Dense(3).apply({"params": p["fc"]}, jnp.tanh(jnp.moveaxis(a, 1, -1)).mean((1, 2)))
+        return fnn.Dense(3).apply(
+            {"params": p["fc"]}, jnp.tanh(jnp.moveaxis(a, 1, -1)).mean((1, 2))
+        )
 
     ours = gj.grad_cam_flax(model, variables, x, "conv2", targets=[0, 2])
     expected = jnp.stack([by_hand(trunk, head, x, lambda o, c=c: o[:, c]) for c in (0, 2)])
     np.testing.assert_allclose(jnp.moveaxis(ours, -1, 2), expected, **TOLERANCES[torch.float32])
     jitted = jax.jit(lambda x: gj.grad_cam_flax(model, variables, x, "conv2", 1))
-    np.testing.assert_allclose(jitted(x), gj.grad_cam_flax(model, variables, x, "conv2", 1),
-                               **TOLERANCES[torch.float32])
-    with pytest.raises(GradCamError, match=r"grad_cam_flax\(\.\.\., layer='conv9'\): no "
-                                           r"submodule with that path ran"):
+    np.testing.assert_allclose(
+        jitted(x), gj.grad_cam_flax(model, variables, x, "conv2", 1), **TOLERANCES[torch.float32]
+    )
+    with pytest.raises(
+        GradCamError,
+        match=r"grad_cam_flax\(\.\.\., layer='conv9'\): no "
+        r"submodule with that path ran",
+    ):
         gj.grad_cam_flax(model, variables, x, "conv9", 1)
 
 
@@ -139,9 +165,12 @@ class TwiceNet(fnn.Module):
 def test_flax_submodule_run_twice_is_refused():
     x = jnp.ones((1, 4, 4, 3))
     variables = TwiceNet().init(jax.random.PRNGKey(0), x)
-    with pytest.raises(GradCamError, match=r"grad_cam_flax\(\.\.\., layer='shared'\): the "
-                                           r"submodule is called more than once .* Pick a "
-                                           r"submodule that runs once"):
+    with pytest.raises(
+        GradCamError,
+        match=r"grad_cam_flax\(\.\.\., layer='shared'\): the "
+        r"submodule is called more than once .* Pick a "
+        r"submodule that runs once",
+    ):
         gj.grad_cam_flax(TwiceNet(), variables, x, "shared")
 
 
@@ -157,18 +186,30 @@ def test_errors(setup):
         gj.grad_cam(trunk, head, x, targets=[0, (9,)])
     with pytest.raises(GradCamError, match=r"pass one of them"):
         gj.grad_cam(trunk, head, x, 1, targets=[1])
-    with pytest.raises(GradCamError, match=r"target=array\(\[0, 5, 1\]\)\): class 5 is out "
-                                           r"of range .* shape \(3, 5\)\. Use indices in \[0, 5\)"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=array\(\[0, 5, 1\]\)\): class 5 is out "
+        r"of range .* shape \(3, 5\)\. Use indices in \[0, 5\)",
+    ):
         gj.grad_cam(trunk, head, x, jnp.array([0, 5, 1]))
-    with pytest.raises(GradCamError, match=r"target=\.\.\.\): expected None, an int, .*got "
-                                           r"ArrayImpl of shape \(3,\)"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=\.\.\.\): expected None, an int, .*got "
+        r"ArrayImpl of shape \(3,\)",
+    ):
         gj.grad_cam(trunk, head, x, jnp.array([0.0, 1.0, 2.0]))
-    with pytest.raises(GradCamError, match=r"target=<lambda>\): a callable target must map "
-                                           r"the output \(3, 5\) to .* shape \(3,\); it "
-                                           r"returned \(3, 2\)\. Reduce"):
+    with pytest.raises(
+        GradCamError,
+        match=r"target=<lambda>\): a callable target must map "
+        r"the output \(3, 5\) to .* shape \(3,\); it "
+        r"returned \(3, 2\)\. Reduce",
+    ):
         gj.grad_cam(trunk, head, x, lambda out: out[:, :2])
-    with pytest.raises(GradCamError, match=r"targets=top_k\(9\)\): needs class scores of shape "
-                                           r"\(B, N\) with N >= 9 classes, got \(3, 5\)"):
+    with pytest.raises(
+        GradCamError,
+        match=r"targets=top_k\(9\)\): needs class scores of shape "
+        r"\(B, N\) with N >= 9 classes, got \(3, 5\)",
+    ):
         gj.grad_cam(trunk, head, x, targets=gj.top_k(9))
     with pytest.raises(GradCamError, match=r"targets=\[\]\): expected at least one target"):
         gj.grad_cam(trunk, head, x, targets=[])

@@ -14,9 +14,15 @@ from conftest import assert_arrays_close
 
 def torch_cnn():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    ).eval()
 
 
 def jax_split(model):
@@ -24,8 +30,9 @@ def jax_split(model):
     w = {k: gj.to_jax(v) for k, v in model.state_dict().items()}
 
     def conv(x, name):
-        y = jax.lax.conv_general_dilated(x, w[f"{name}.weight"], (1, 1), "SAME",
-                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        y = jax.lax.conv_general_dilated(
+            x, w[f"{name}.weight"], (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
         return y + w[f"{name}.bias"][None, :, None, None]
 
     def trunk(x):
@@ -48,6 +55,7 @@ def test_torch_and_jax_agree_and_equal_captum(relu):
     theirs = gj.grad_cam(trunk, head, gj.to_jax(x), targets=jax_targets, relu=relu)
     assert_arrays_close(theirs, ours, torch.float32)
     for k in range(3):
-        captum = LayerGradCam(model, model[2]).attribute(x, targets[k],
-                                                         relu_attributions=relu).detach()
+        captum = (
+            LayerGradCam(model, model[2]).attribute(x, targets[k], relu_attributions=relu).detach()
+        )
         assert_arrays_close(theirs[k], captum, torch.float32)

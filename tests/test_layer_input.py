@@ -20,8 +20,12 @@ OPTIONS = [dict(), dict(relu=True), dict(sum_channels=False)]
 
 def captum(model, layer, x, target, relu=False, sum_channels=True):
     result = LayerGradCam(model, model.get_submodule(layer)).attribute(
-        x.clone(), target, attribute_to_layer_input=True, relu_attributions=relu,
-        attr_dim_summation=sum_channels)
+        x.clone(),
+        target,
+        attribute_to_layer_input=True,
+        relu_attributions=relu,
+        attr_dim_summation=sum_channels,
+    )
     return tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach()
 
 
@@ -49,8 +53,10 @@ def through_the_layer_only(model, layer, x, target):
 @pytest.mark.parametrize("name", CASES)
 def test_grad_cam_equals_captum(name, options):
     model, layer, x = CASES[name]()
-    assert_matches(gf.grad_cam(model, layer, x, 1, attribute_to_layer_input=True, **options),
-                   captum(model, layer, x, 1, **options))
+    assert_matches(
+        gf.grad_cam(model, layer, x, 1, attribute_to_layer_input=True, **options),
+        captum(model, layer, x, 1, **options),
+    )
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if name != "basic_block"])
@@ -82,10 +88,12 @@ def test_targets_equal_captums_loop_from_one_forward(name):
 def test_every_method_sees_the_total_gradient(name, method):
     model, layer, x = CASES[name]()
     grads, acts = compute_layer_gradients_and_eval(
-        model, model.get_submodule(layer), x.clone(), 2, attribute_to_layer_input=True)
+        model, model.get_submodule(layer), x.clone(), 2, attribute_to_layer_input=True
+    )
     expected = METHODS[method].compute(acts[0].detach(), grads[0].detach())
-    assert_matches(gf.cam(model, layer, x, 2, method=method, attribute_to_layer_input=True),
-                   expected)
+    assert_matches(
+        gf.cam(model, layer, x, 2, method=method, attribute_to_layer_input=True), expected
+    )
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -95,7 +103,8 @@ def test_layer_vjp_pullback_equals_captums_gradient(name):
     cotangent = torch.zeros_like(output)
     cotangent[:, 4] = 1
     grads, evals = compute_layer_gradients_and_eval(
-        model, model.get_submodule(layer), x.clone(), 4, attribute_to_layer_input=True)
+        model, model.get_submodule(layer), x.clone(), 4, attribute_to_layer_input=True
+    )
     mine = pullback(cotangent)
     mine, acts = (mine, acts) if isinstance(mine, tuple) else ((mine,), (acts,))
     assert_matches(mine, tuple(g.detach() for g in grads))
@@ -129,9 +138,10 @@ def test_params_equal_loading_them():
             p.mul_(1.5).add_(0.1)
     params = {k: v.detach() for k, v in other.named_parameters()}
     before = copy.deepcopy(model.state_dict())
-    assert_matches(gf.grad_cam(model, layer, x, 1, params=params,
-                               attribute_to_layer_input=True),
-                   captum(other, layer, x, 1))
+    assert_matches(
+        gf.grad_cam(model, layer, x, 1, params=params, attribute_to_layer_input=True),
+        captum(other, layer, x, 1),
+    )
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
 
@@ -151,19 +161,21 @@ def test_gradient_of_the_cam_matches_finite_differences(name):
     model, layer, x = CASES[name]()
     params = {k: v.detach() for k, v in model.named_parameters()}
     generator = torch.Generator().manual_seed(0)
-    direction = {k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
-                 for k, v in params.items()}
+    direction = {
+        k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in params.items()
+    }
 
     def loss(p):
-        cams = gf.grad_cam(model, layer, x, targets=[1, 3], params=p,
-                           attribute_to_layer_input=True)
+        cams = gf.grad_cam(model, layer, x, targets=[1, 3], params=p, attribute_to_layer_input=True)
         return (cams[0] ** 2).sum() + (cams[1] * cams[0]).sum()
 
     grads = torch.func.grad(loss)(params)
     analytic = sum((grads[k] * direction[k]).sum() for k in params)
     eps = 1e-6
-    numeric = (loss({k: params[k] + eps * direction[k] for k in params})
-               - loss({k: params[k] - eps * direction[k] for k in params})) / (2 * eps)
+    numeric = (
+        loss({k: params[k] + eps * direction[k] for k in params})
+        - loss({k: params[k] - eps * direction[k] for k in params})
+    ) / (2 * eps)
     assert abs(numeric.item()) > 1e-6
     torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
 
@@ -182,10 +194,18 @@ def test_a_forward_that_changes_between_runs_is_refused():
                 x = x * 1.0
             return self.fc(self.layer(x) + x)
 
-    with pytest.raises(gf.GradCamError, match=r"layer='layer'\): the forward pass runs "
-                       r"differently each time.*model.eval\(\)"):
-        gf.grad_cam(Restless().double(), "layer", torch.randn(2, 3, dtype=torch.float64), 0,
-                    attribute_to_layer_input=True)
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"layer='layer'\): the forward pass runs "
+        r"differently each time.*model.eval\(\)",
+    ):
+        gf.grad_cam(
+            Restless().double(),
+            "layer",
+            torch.randn(2, 3, dtype=torch.float64),
+            0,
+            attribute_to_layer_input=True,
+        )
 
 
 def test_an_identity_layer_output_counts_every_use():

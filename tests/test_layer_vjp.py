@@ -22,9 +22,17 @@ class Counter(nn.Module):
 
 def counted_model():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), Counter(),
-                          nn.Conv2d(4, 5, 3, padding=1), nn.Softplus(), Counter(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Tanh(),
+        Counter(),
+        nn.Conv2d(4, 5, 3, padding=1),
+        nn.Softplus(),
+        Counter(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    ).double()
     return model, model[2], model[5]
 
 
@@ -50,8 +58,9 @@ def test_pullback_matches_finite_differences():
     cotangent = torch.randn(2, 3, dtype=torch.float64)
     eps = 1e-6
     with torch.no_grad():
-        numeric = ((head(act + eps * direction) - head(act - eps * direction)) / (2 * eps)
-                   * cotangent).sum()
+        numeric = (
+            (head(act + eps * direction) - head(act - eps * direction)) / (2 * eps) * cotangent
+        ).sum()
     analytic = (pullback(cotangent) * direction).sum()
     torch.testing.assert_close(analytic, numeric, **FINITE_DIFFERENCES)
 
@@ -61,8 +70,9 @@ def test_pullback_under_vmap_equals_a_loop():
     x = torch.randn(3, 3, 5, 5, dtype=torch.float64)
     _, _, pullback = gf.layer_vjp(model, model[3], x)
     cotangents = torch.randn(4, 3, 3, dtype=torch.float64)
-    assert_close(torch.func.vmap(pullback)(cotangents),
-                 torch.stack([pullback(c) for c in cotangents]))
+    assert_close(
+        torch.func.vmap(pullback)(cotangents), torch.stack([pullback(c) for c in cotangents])
+    )
 
 
 def test_tuple_activation_gives_tuple_gradients():
@@ -109,7 +119,7 @@ def test_a_stale_cached_shape_is_corrected():
     """A callable model whose layer shape changes with a non-tensor setting it hides."""
     model, _, _ = counted_model()
     crop = {"size": 5}
-    fn = lambda x: model(x[..., :crop["size"], :crop["size"]])
+    fn = lambda x: model(x[..., : crop["size"], : crop["size"]])
     x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
     first = gf.grad_cam(fn, model[3], x, 1)
     crop["size"] = 6  # same input signature, different activation shape

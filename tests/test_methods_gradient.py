@@ -39,8 +39,8 @@ def by_formula(method, acts, grads):
         for c in range(acts.shape[1]):
             a, g = acts[b, c], grads[b, c]
             if method == "gradcam++":
-                num = g ** 2
-                den = 2 * g ** 2 + a.sum() * g ** 3
+                num = g**2
+                den = 2 * g**2 + a.sum() * g**3
                 alpha = np.where(den != 0, num / np.where(den != 0, den, 1), 0)
                 out[b, 0] += (alpha * np.maximum(g, 0)).sum() * a
             elif method == "xgradcam":
@@ -54,8 +54,7 @@ def by_formula(method, acts, grads):
     return out
 
 
-GRADIENT = ["gradcam++", "xgradcam", "hirescam", "layercam", "gradcam_elementwise",
-            "eigengradcam"]
+GRADIENT = ["gradcam++", "xgradcam", "hirescam", "layercam", "gradcam_elementwise", "eigengradcam"]
 
 
 @pytest.mark.parametrize("method", GRADIENT)
@@ -69,8 +68,7 @@ def test_each_method_matches_its_formula(method, pair):
     # a repeated top singular value leaves the direction undefined
     assume(method != "eigengradcam" or _well_separated(grads * acts))
     assert_arrays_close(compute(acts, grads), expected)
-    assert_arrays_close(compute(torch.from_numpy(acts), torch.from_numpy(grads)).numpy(),
-                        expected)
+    assert_arrays_close(compute(torch.from_numpy(acts), torch.from_numpy(grads)).numpy(), expected)
 
 
 def _well_separated(values):
@@ -102,10 +100,10 @@ def test_eigencam_of_a_rank_one_activation_is_its_spatial_pattern():
 @given(activations_and_gradients(min_spatial=1))
 def test_hirescam_equals_gradcam_for_spatially_constant_gradients(pair):
     acts, grads = pair
-    constant = np.broadcast_to(grads.mean(axis=tuple(range(2, grads.ndim)), keepdims=True),
-                               grads.shape)
-    assert_arrays_close(methods.hirescam_from(acts, constant),
-                        gf.ops.grad_cam_from(acts, constant))
+    constant = np.broadcast_to(
+        grads.mean(axis=tuple(range(2, grads.ndim)), keepdims=True), grads.shape
+    )
+    assert_arrays_close(methods.hirescam_from(acts, constant), gf.ops.grad_cam_from(acts, constant))
 
 
 @given(activations_and_gradients(min_spatial=1))
@@ -123,21 +121,28 @@ def test_gradcam_pp_is_a_positive_channel_rescaling_of_gradcam(pair, level):
     spatial = tuple(range(2, acts.ndim))
     g = np.broadcast_to(np.abs(grads.mean(axis=spatial, keepdims=True)) + level, acts.shape)
     n = np.prod(acts.shape[2:])
-    factor = n / (2 + acts.sum(axis=spatial, keepdims=True) * g[(...,) + (slice(0, 1),) * len(spatial)])
+    factor = n / (
+        2 + acts.sum(axis=spatial, keepdims=True) * g[(...,) + (slice(0, 1),) * len(spatial)]
+    )
     assert (factor > 0).all()
     assert_arrays_close(methods.gradcam_pp_weights(acts, g), factor * gf.ops.pool_gradients(g))
 
 
 def test_gradcam_method_is_grad_cam():
     case = ZOO["residual"](torch.float64)
-    assert_close(gf.cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(2))[0],
-                 gf.grad_cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(2))[0])
+    assert_close(
+        gf.cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(2))[0],
+        gf.grad_cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(2))[0],
+    )
 
 
 def test_unknown_method():
     case = ZOO["plain_cnn"](torch.float64)
-    with pytest.raises(gf.GradCamError, match=r"cam\(\.\.\., method='score-cam'\): expected "
-                                              r"one of 'gradcam', 'gradcam\+\+'"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"cam\(\.\.\., method='score-cam'\): expected "
+        r"one of 'gradcam', 'gradcam\+\+'",
+    ):
         gf.cam(case.model, case.layer, case.inputs[0], 1, method="score-cam")
 
 
@@ -146,6 +151,7 @@ def test_xgradcam_is_differentiable_after_a_relu():
     import functools
 
     from gradcam_func.testing import properties
+
     case = ZOO["plain_cnn"](torch.float64)
     explainer = functools.partial(gf.cam, method="xgradcam")
     properties.check_differentiable(explainer, case.model, "relu2", case.inputs[0], 1)

@@ -49,15 +49,18 @@ def score_cam_loop(model, x, acts, cls, convention):
             for c in range(acts.shape[1]):
                 a = acts[b, c][None, None]
                 if convention == "torchcam":
-                    mask = F.interpolate(minmax(a), size=(8, 8), mode="bilinear",
-                                         align_corners=False)
+                    mask = F.interpolate(
+                        minmax(a), size=(8, 8), mode="bilinear", align_corners=False
+                    )
                 elif convention == "pytorch-grad-cam":
-                    mask = minmax(F.interpolate(a, size=(8, 8), mode="bilinear",
-                                                align_corners=True), eps=1e-8)
+                    mask = minmax(
+                        F.interpolate(a, size=(8, 8), mode="bilinear", align_corners=True), eps=1e-8
+                    )
                 else:
-                    mask = minmax(F.interpolate(a, size=(8, 8), mode="bilinear",
-                                                align_corners=False))
-                out = model(x[b:b + 1] * mask[0])
+                    mask = minmax(
+                        F.interpolate(a, size=(8, 8), mode="bilinear", align_corners=False)
+                    )
+                out = model(x[b : b + 1] * mask[0])
                 if convention == "paper":
                     scores.append(out.softmax(1)[0, cls])
                 elif convention == "torchcam":
@@ -75,8 +78,9 @@ def score_cam_loop(model, x, acts, cls, convention):
 def test_score_cam_equals_the_loop(convention):
     model, x, acts = setup()
     for cls in (0, 3):
-        ours = gf.cam(model, "layer", x, cls, method="scorecam", convention=convention,
-                      batch_size=3)
+        ours = gf.cam(
+            model, "layer", x, cls, method="scorecam", convention=convention, batch_size=3
+        )
         assert_matches(ours, score_cam_loop(model, x, acts, cls, convention))
 
 
@@ -86,11 +90,27 @@ def test_smoothed_and_integrated_score_cam_equal_the_loop():
     the logit over the clean input's, averaged over samples, softmax over channels."""
     model, x, acts = setup()
     n, sigma = 3, 0.5
-    masks = torch.stack([torch.stack([minmax(F.interpolate(
-        acts[b, c][None, None], size=(8, 8), mode="bilinear", align_corners=False))[0]
-        for c in range(5)]) for b in range(2)])  # (B, C, 1, 8, 8)
-    noise = sigma * torch.randn((2 * 5 * n, 1, 8, 8),
-                                generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    masks = torch.stack(
+        [
+            torch.stack(
+                [
+                    minmax(
+                        F.interpolate(
+                            acts[b, c][None, None],
+                            size=(8, 8),
+                            mode="bilinear",
+                            align_corners=False,
+                        )
+                    )[0]
+                    for c in range(5)
+                ]
+            )
+            for b in range(2)
+        ]
+    )  # (B, C, 1, 8, 8)
+    noise = sigma * torch.randn(
+        (2 * 5 * n, 1, 8, 8), generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
     coefficients = torch.cumsum(torch.arange(1, n + 1) / n, 0)
     with torch.no_grad():
         clean = model(x)
@@ -104,10 +124,19 @@ def test_smoothed_and_integrated_score_cam_equal_the_loop():
                             mask = masks[b, c] + noise[(b * 5 + c) * n + i]
                         else:
                             mask = coefficients[i] * masks[b, c]
-                        gains[c] += (model(x[b:b + 1] * mask)[0, 2] - clean[b, 2]) / n
+                        gains[c] += (model(x[b : b + 1] * mask)[0, 2] - clean[b, 2]) / n
                 expected.append((gains.softmax(0).view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
-            ours = gf.cam(model, "layer", x, 2, method=method, samples=n, noise=sigma,
-                          batch_size=1000, generator=torch.Generator().manual_seed(4))
+            ours = gf.cam(
+                model,
+                "layer",
+                x,
+                2,
+                method=method,
+                samples=n,
+                noise=sigma,
+                batch_size=1000,
+                generator=torch.Generator().manual_seed(4),
+            )
             assert_matches(ours, torch.stack(expected))
 
 
@@ -119,13 +148,15 @@ def ablation_loop(model, x, acts, cls, value_of):
         for b in range(len(x)):
             weights = []
             for c in range(acts.shape[1]):
+
                 def ablate(_, __, out, c=c, b=b):
                     out = out.clone()
                     out[:, c] = value_of(acts[b])
                     return out
+
                 handle = model.layer.register_forward_hook(ablate)
                 try:
-                    y_c = model(x[b:b + 1])[0, cls]
+                    y_c = model(x[b : b + 1])[0, cls]
                 finally:
                     handle.remove()
                 weights.append((y[b] - y_c) / y[b])
@@ -136,12 +167,17 @@ def ablation_loop(model, x, acts, cls, value_of):
 
 def test_ablation_cam_equals_the_loop():
     model, x, acts = setup()
-    assert_matches(gf.cam(model, "layer", x, 1, method="ablationcam", batch_size=2),
-                   ablation_loop(model, x, acts, 1, lambda a: 0.0))
+    assert_matches(
+        gf.cam(model, "layer", x, 1, method="ablationcam", batch_size=2),
+        ablation_loop(model, x, acts, 1, lambda a: 0.0),
+    )
     pytorch_grad_cam = ablation_loop(
-        model, x, acts, 1, lambda a: 0.0 if a.min() == 0 else a.min() - 1e7)
-    assert_matches(gf.cam(model, "layer", x, 1, method="ablationcam",
-                          convention="pytorch-grad-cam"), pytorch_grad_cam)
+        model, x, acts, 1, lambda a: 0.0 if a.min() == 0 else a.min() - 1e7
+    )
+    assert_matches(
+        gf.cam(model, "layer", x, 1, method="ablationcam", convention="pytorch-grad-cam"),
+        pytorch_grad_cam,
+    )
 
 
 class Linear(nn.Module):
@@ -200,8 +236,7 @@ def test_targets_share_the_forwards_and_equal_the_loop(method):
     stacked = gf.cam(model, "layer", x, targets=targets, method=method, batch_size=5)
     calls_for_three = model.head.calls
     model.head.calls = 0
-    loop = torch.stack([gf.cam(model, "layer", x, t, method=method, batch_size=5)
-                        for t in targets])
+    loop = torch.stack([gf.cam(model, "layer", x, t, method=method, batch_size=5) for t in targets])
     assert_close(stacked, loop)
     assert calls_for_three * 3 == model.head.calls  # three targets, one set of forwards
 
@@ -214,17 +249,28 @@ def test_ablation_runs_the_trunk_once_per_batch_of_channels():
     assert model.stem.calls == 3
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    (dict(method="scorecam", attribute_to_layer_input=True),
-     r"method='scorecam', attribute_to_layer_input=True\): scorecam weighs the channels"),
-    (dict(method="ablationcam", batch_size=0), r"batch_size=0\): expected a positive int"),
-    (dict(method="scorecam", convention="captum"), r"convention='captum'\): scorecam offers "
-                                                   r"the conventions 'paper', "
-                                                   r"'pytorch-grad-cam', 'torchcam'"),
-    (dict(method="eigencam", sum_channels=False), r"sum_channels=False\): the principal "
-                                                  r"component is one map"),
-    (dict(method="sscam", samples=0), r"samples=0\): expected a positive int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (
+            dict(method="scorecam", attribute_to_layer_input=True),
+            r"method='scorecam', attribute_to_layer_input=True\): scorecam weighs the channels",
+        ),
+        (dict(method="ablationcam", batch_size=0), r"batch_size=0\): expected a positive int"),
+        (
+            dict(method="scorecam", convention="captum"),
+            r"convention='captum'\): scorecam offers "
+            r"the conventions 'paper', "
+            r"'pytorch-grad-cam', 'torchcam'",
+        ),
+        (
+            dict(method="eigencam", sum_channels=False),
+            r"sum_channels=False\): the principal "
+            r"component is one map",
+        ),
+        (dict(method="sscam", samples=0), r"samples=0\): expected a positive int"),
+    ],
+)
 def test_bad_arguments(kwargs, fragment):
     model, x, _ = setup()
     with pytest.raises(gf.GradCamError, match=fragment):
@@ -235,5 +281,4 @@ def test_masking_needs_a_floating_input_of_the_maps_rank():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 3))
     ids = torch.randint(0, 10, (2, 5))
     with pytest.raises(gf.GradCamError, match=r"masking needs a floating-point input"):
-        gf.cam(model, "0", ids, lambda out: out[:, :, 0].sum(1), method="scorecam",
-               channel_axis=-1)
+        gf.cam(model, "0", ids, lambda out: out[:, :, 0].sum(1), method="scorecam", channel_axis=-1)

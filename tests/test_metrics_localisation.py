@@ -33,8 +33,12 @@ def test_a_map_of_ones_keeps_the_confidence():
     # a constant map scales to 0 everywhere (normalize's rule): the image goes black
     black = [probability(model, torch.zeros_like(x[b]), 1) for b in range(3)]
     clean = [probability(model, x[b], 1) for b in range(3)]
-    assert_close(drop, torch.tensor([max(0, c - z) / c for c, z in zip(clean, black, strict=True)],
-                                    dtype=torch.float64))
+    assert_close(
+        drop,
+        torch.tensor(
+            [max(0, c - z) / c for c, z in zip(clean, black, strict=True)], dtype=torch.float64
+        ),
+    )
 
 
 def masks_of(boxes, size=(8, 8)):
@@ -82,13 +86,15 @@ def test_pointing_game_against_a_loop_on_stacked_low_resolution_cams():
 
 def test_energy_pointing_game():
     cam = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
-    cam[0, 0, :2, :2] = 3.0   # inside
-    cam[0, 0, 3, 3] = 1.0     # outside
-    cam[0, 0, 2, 2] = -5.0    # negative mass does not count
-    cam[1] = -1.0             # no positive mass at all
+    cam[0, 0, :2, :2] = 3.0  # inside
+    cam[0, 0, 3, 3] = 1.0  # outside
+    cam[0, 0, 2, 2] = -5.0  # negative mass does not count
+    cam[1] = -1.0  # no positive mass at all
     masks = masks_of([[0, 0, 2, 2], [0, 0, 2, 2]], size=(4, 4))
-    assert_close(metrics.energy_pointing_game(cam, masks),
-                 torch.tensor([12.0 / 13.0, 0.0], dtype=torch.float64))
+    assert_close(
+        metrics.energy_pointing_game(cam, masks),
+        torch.tensor([12.0 / 13.0, 0.0], dtype=torch.float64),
+    )
 
 
 def test_numpy_cams_without_a_channel_axis():
@@ -98,11 +104,14 @@ def test_numpy_cams_without_a_channel_axis():
     assert metrics.pointing_game(cams, masks).tolist() == [True, False]
 
 
-@pytest.mark.parametrize("boxes, fragment", [
-    ([[0, 0, 9, 4]], r"every box must lie inside the 8 x 8 image"),
-    ([[3, 0, 3, 4]], r"with x0 < x1 and y0 < y1"),
-    ([[1, 2, 3]], r"expected boxes \(B, 4\) or \(B, n, 4\)"),
-])
+@pytest.mark.parametrize(
+    "boxes, fragment",
+    [
+        ([[0, 0, 9, 4]], r"every box must lie inside the 8 x 8 image"),
+        ([[3, 0, 3, 4]], r"with x0 < x1 and y0 < y1"),
+        ([[1, 2, 3]], r"expected boxes \(B, 4\) or \(B, n, 4\)"),
+    ],
+)
 def test_bad_boxes(boxes, fragment):
     with pytest.raises(gf.GradCamError, match=fragment):
         masks_of(boxes)
@@ -112,6 +121,9 @@ def test_bad_tolerance_and_cams():
     masks = masks_of([[0, 0, 2, 2]])
     with pytest.raises(gf.GradCamError, match=r"tolerance=-1\): expected a number >= 0"):
         metrics.pointing_game(torch.zeros(1, 1, 4, 4), masks, tolerance=-1)
-    with pytest.raises(gf.GradCamError, match=r"pointing_game\(\.\.\., cams=\.\.\.\): "
-                       r"expected CAMs of shape \(K, B, 1, \*s\).*got \(3, 2, 4, 4, 4\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"pointing_game\(\.\.\., cams=\.\.\.\): "
+        r"expected CAMs of shape \(K, B, 1, \*s\).*got \(3, 2, 4, 4, 4\)",
+    ):
         metrics.pointing_game(torch.zeros(3, 2, 4, 4, 4), masks)

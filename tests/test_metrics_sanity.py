@@ -21,8 +21,10 @@ def random_weights(model, names, generator, draws=1):
     out = {}
     for name in names:
         w = weights[name].detach()
-        out[name] = torch.randn((draws, *w.shape), generator=generator, dtype=w.dtype) \
+        out[name] = (
+            torch.randn((draws, *w.shape), generator=generator, dtype=w.dtype)
             * w.pow(2).mean().sqrt()
+        )
     return out
 
 
@@ -30,7 +32,8 @@ def random_weights(model, names, generator, draws=1):
 def test_cams_equal_captum_on_randomized_copies(mode):
     model, x = classifier(), images()
     result = metrics.parameter_randomization(
-        model, "2", x, 1, mode=mode, draws=2, generator=torch.Generator().manual_seed(7))
+        model, "2", x, 1, mode=mode, draws=2, generator=torch.Generator().manual_seed(7)
+    )
     assert result.names == ["6", "2", "0"]  # the Linear, then the convs, output first
     generator = torch.Generator().manual_seed(7)
     randomized = []
@@ -56,8 +59,10 @@ def test_similarities_equal_scipys_spearman():
             cam = result.cams[stage, 0, b].flatten().numpy()
             ref = original[b].flatten().numpy()
             assert abs(result.spearman[stage, 0, b] - spearmanr(cam, ref).statistic) < 1e-6
-            assert abs(result.spearman_abs[stage, 0, b]
-                       - spearmanr(abs(cam), abs(ref)).statistic) < 1e-6
+            assert (
+                abs(result.spearman_abs[stage, 0, b] - spearmanr(abs(cam), abs(ref)).statistic)
+                < 1e-6
+            )
 
 
 class WithSpare(torch.nn.Module):
@@ -99,11 +104,17 @@ def test_nothing_is_changed_or_left_behind():
 
 def test_bad_arguments():
     model, x = classifier(), images()
-    with pytest.raises(gf.GradCamError, match=r"mode='all'\): expected 'cascading' or "
-                                              r"'independent'"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"mode='all'\): expected 'cascading' or "
+        r"'independent'",
+    ):
         metrics.parameter_randomization(model, "2", x, 1, mode="all")
     with pytest.raises(gf.GradCamError, match=r"draws=0\): expected a positive int"):
         metrics.parameter_randomization(model, "2", x, 1, draws=0)
-    with pytest.raises(gf.GradCamError, match=r"modules=\[\.\.\., 'head', \.\.\.\]\): not a "
-                                              r"submodule"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"modules=\[\.\.\., 'head', \.\.\.\]\): not a "
+        r"submodule",
+    ):
         metrics.parameter_randomization(model, "2", x, 1, modules=["head"])

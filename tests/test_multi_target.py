@@ -14,21 +14,30 @@ from zoo import ZOO
 
 def all_forms(batch):
     classes = [(2 + i) % 3 for i in range(batch)]
-    return [1, (2,), torch.tensor(0), torch.tensor(classes), classes,
-            [(c,) for c in classes], lambda out: out[:, 0] - 2 * out[:, 1],
-            lambda out: out.log_softmax(1)[:, 2]]
+    return [
+        1,
+        (2,),
+        torch.tensor(0),
+        torch.tensor(classes),
+        classes,
+        [(c,) for c in classes],
+        lambda out: out[:, 0] - 2 * out[:, 1],
+        lambda out: out.log_softmax(1)[:, 2],
+    ]
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3])
-@pytest.mark.parametrize("name", ["plain_cnn", "residual", "extra_args", "tuple_output",
-                                  "conv1d", "transformer", "mlp"])
+@pytest.mark.parametrize(
+    "name", ["plain_cnn", "residual", "extra_args", "tuple_output", "conv1d", "transformer", "mlp"]
+)
 def test_stacking_equals_single_calls_for_every_form(name, chunk_size):
     case = ZOO[name](torch.float64)
     x = case.inputs[0]
     targets = all_forms(len(x))
     kwargs = dict(additional_forward_args=case.args or None, relu=False)
-    stacked = gf.grad_cam(case.model, case.layer, x, targets=targets, chunk_size=chunk_size,
-                          **kwargs)
+    stacked = gf.grad_cam(
+        case.model, case.layer, x, targets=targets, chunk_size=chunk_size, **kwargs
+    )
     singles = [gf.grad_cam(case.model, case.layer, x, t, **kwargs) for t in targets]
     if isinstance(stacked, tuple):  # a tuple-output layer: a tuple of stacks
         for part, stack in enumerate(stacked):
@@ -44,8 +53,11 @@ def test_stacked_index_targets_equal_captum(relu):
     x = case.inputs[0]
     cams = gf.grad_cam(case.model, case.layer, x, targets=[0, 1, 3], relu=relu)
     for k, target in enumerate([0, 1, 3]):
-        expected = LayerGradCam(case.model, case.layer).attribute(
-            x, target, relu_attributions=relu).detach()
+        expected = (
+            LayerGradCam(case.model, case.layer)
+            .attribute(x, target, relu_attributions=relu)
+            .detach()
+        )
         assert_close(cams[k], expected)
 
 
@@ -60,11 +72,15 @@ class Score(nn.Module):
         return self.score(self.model(x))
 
 
-@pytest.mark.parametrize("score", [
-    lambda out: out.softmax(1)[:, 2],
-    lambda out: out.log_softmax(1)[:, 0],
-    lambda out: torch.logsumexp(out, 1) * out[:, 1],
-], ids=["softmax", "log_softmax", "product"])
+@pytest.mark.parametrize(
+    "score",
+    [
+        lambda out: out.softmax(1)[:, 2],
+        lambda out: out.log_softmax(1)[:, 0],
+        lambda out: torch.logsumexp(out, 1) * out[:, 1],
+    ],
+    ids=["softmax", "log_softmax", "product"],
+)
 def test_non_linear_callable_scores_are_exact(score):
     case = ZOO["plain_cnn"](torch.float64)
     x = case.inputs[0]
@@ -78,8 +94,12 @@ def test_a_linear_combination_of_targets_gives_that_combination_of_cams(coeffici
     case = ZOO["plain_cnn"](torch.float64)
     x = case.inputs[0]
     a, b, c = coefficients
-    cams = gf.grad_cam(case.model, case.layer, x, targets=[
-        0, 1, 4, lambda out: a * out[:, 0] + b * out[:, 1] + c * out[:, 4]])
+    cams = gf.grad_cam(
+        case.model,
+        case.layer,
+        x,
+        targets=[0, 1, 4, lambda out: a * out[:, 0] + b * out[:, 1] + c * out[:, 4]],
+    )
     assert_close(cams[3], a * cams[0] + b * cams[1] + c * cams[2])
 
 
@@ -108,6 +128,9 @@ def test_top_k_rejects_bad_k_and_outputs():
     case = ZOO["plain_cnn"](torch.float64)
     with pytest.raises(gf.GradCamError, match=r"top_k\(k=0\): expected a positive int"):
         gf.top_k(0)
-    with pytest.raises(gf.GradCamError, match=r"targets=top_k\(9\)\): needs class scores of "
-                       r"shape \(B, N\) with N >= 9 classes, got \(3, 5\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"targets=top_k\(9\)\): needs class scores of "
+        r"shape \(B, N\) with N >= 9 classes, got \(3, 5\)",
+    ):
         gf.grad_cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(9))

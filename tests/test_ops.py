@@ -24,26 +24,33 @@ def reference_grad_cam(acts, grads, relu=False, sum_channels=True):
     return np.maximum(out, 0) if relu else out
 
 
-
-
 @given(activations_and_gradients(), st.booleans(), st.booleans())
 def test_grad_cam_from_equals_a_loop_formula(pair, relu, sum_channels):
     acts, grads = pair
-    assert_arrays_close(ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels),
-          reference_grad_cam(acts, grads, relu, sum_channels))
+    assert_arrays_close(
+        ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels),
+        reference_grad_cam(acts, grads, relu, sum_channels),
+    )
 
 
 @given(activations_and_gradients(), st.booleans(), st.booleans())
 def test_torch_and_numpy_agree(pair, relu, sum_channels):
     acts, grads = pair
-    got = ops.grad_cam_from(torch.from_numpy(acts), torch.from_numpy(grads),
-                            relu=relu, sum_channels=sum_channels)
+    got = ops.grad_cam_from(
+        torch.from_numpy(acts), torch.from_numpy(grads), relu=relu, sum_channels=sum_channels
+    )
     assert isinstance(got, torch.Tensor)
-    assert_arrays_close(got.numpy(), ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels))
+    assert_arrays_close(
+        got.numpy(), ops.grad_cam_from(acts, grads, relu=relu, sum_channels=sum_channels)
+    )
 
 
-@given(st.integers(1, 3), st.integers(1, 4), st.lists(st.integers(1, 4), min_size=1,
-       max_size=3), FLOATS)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    FLOATS,
+)
 def test_pooling_a_constant_gives_the_constant(batch, channels, spatial, value):
     grads = np.full((batch, channels, *spatial), value)
     pooled = ops.pool_gradients(grads)
@@ -60,16 +67,20 @@ def test_pooling_leaves_rank_two_unchanged(grads):
 def test_linear_in_gradients(pair, a, b):
     acts, grads = pair
     other = np.roll(grads, 1)
-    assert_arrays_close(ops.grad_cam_from(acts, a * grads + b * other),
-          a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(acts, other))
+    assert_arrays_close(
+        ops.grad_cam_from(acts, a * grads + b * other),
+        a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(acts, other),
+    )
 
 
 @given(activations_and_gradients(), FLOATS, FLOATS)
 def test_linear_in_activations(pair, a, b):
     acts, grads = pair
     other = np.roll(acts, 1)
-    assert_arrays_close(ops.grad_cam_from(a * acts + b * other, grads),
-          a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(other, grads))
+    assert_arrays_close(
+        ops.grad_cam_from(a * acts + b * other, grads),
+        a * ops.grad_cam_from(acts, grads) + b * ops.grad_cam_from(other, grads),
+    )
 
 
 @given(activations_and_gradients(), st.randoms(use_true_random=False))
@@ -77,22 +88,28 @@ def test_invariant_under_a_channel_permutation(pair, rng):
     acts, grads = pair
     order = list(range(acts.shape[1]))
     rng.shuffle(order)
-    assert_arrays_close(ops.grad_cam_from(acts[:, order], grads[:, order]), ops.grad_cam_from(acts, grads))
+    assert_arrays_close(
+        ops.grad_cam_from(acts[:, order], grads[:, order]), ops.grad_cam_from(acts, grads)
+    )
 
 
 @given(activations_and_gradients(min_spatial=1), st.data())
 def test_equivariant_under_a_spatial_flip(pair, data):
     acts, grads = pair
     axis = data.draw(st.integers(2, acts.ndim - 1))
-    assert_arrays_close(ops.grad_cam_from(np.flip(acts, axis), np.flip(grads, axis)),
-          np.flip(ops.grad_cam_from(acts, grads), axis))
+    assert_arrays_close(
+        ops.grad_cam_from(np.flip(acts, axis), np.flip(grads, axis)),
+        np.flip(ops.grad_cam_from(acts, grads), axis),
+    )
 
 
 @given(activations_and_gradients())
 def test_unsummed_channels_sum_to_the_summed_cam(pair):
     acts, grads = pair
-    assert_arrays_close(ops.grad_cam_from(acts, grads, sum_channels=False).sum(axis=1, keepdims=True),
-          ops.grad_cam_from(acts, grads))
+    assert_arrays_close(
+        ops.grad_cam_from(acts, grads, sum_channels=False).sum(axis=1, keepdims=True),
+        ops.grad_cam_from(acts, grads),
+    )
 
 
 @given(arrays(np.float64, st.integers(1, 20), elements=FLOATS))

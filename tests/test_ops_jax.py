@@ -12,17 +12,15 @@ from gradcam_func.testing.strategies import activations_and_gradients
 from test_ops import reference_grad_cam
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     """These properties compare with NumPy in float64; only this file turns x64 on."""
     with jax.enable_x64(True):
         yield
 
+
 # Each new shape compiles anew in JAX, so these properties draw fewer examples.
 FEW = settings(max_examples=8)
-
-
 
 
 @FEW

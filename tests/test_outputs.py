@@ -98,8 +98,12 @@ def test_targets_and_top_k_on_a_structure(form):
     assert_close(cams, torch.stack([gf.grad_cam(model, "backbone", x, t) for t in targets]))
     pooled = lambda out: logits_of(out).mean((2, 3))
     cams, classes = gf.grad_cam(model, "backbone", x, targets=gf.top_k(2, scores=pooled))
-    expected = torch.stack([LayerGradCam(Scored(model, pooled), model.backbone).attribute(
-        x, row.tolist()).detach() for row in classes])
+    expected = torch.stack(
+        [
+            LayerGradCam(Scored(model, pooled), model.backbone).attribute(x, row.tolist()).detach()
+            for row in classes
+        ]
+    )
     assert_matches(cams, expected)
 
 
@@ -119,8 +123,7 @@ def test_layer_vjp_returns_the_structure_and_pulls_back_a_like_cotangent(form):
     else:
         cotangent = (weight, [None, None], None)
     leaf = model.backbone(x).detach().requires_grad_()
-    (expected,) = torch.autograd.grad((model.classifier(torch.tanh(leaf)) * weight).sum(),
-                                      leaf)
+    (expected,) = torch.autograd.grad((model.classifier(torch.tanh(leaf)) * weight).sum(), leaf)
     assert_matches(pullback(cotangent), expected)
     assert_close(act, leaf.detach())
 
@@ -128,8 +131,11 @@ def test_layer_vjp_returns_the_structure_and_pulls_back_a_like_cotangent(form):
 def test_a_cotangent_of_another_structure_is_refused():
     model, x = make("dict")
     _, _, pullback = gf.layer_vjp(model, "backbone", x)
-    with pytest.raises(gf.GradCamError, match=r"pullback\(cotangent\): the model returned a "
-                       r"dict; the cotangent must have the same structure.*got Tensor"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"pullback\(cotangent\): the model returned a "
+        r"dict; the cotangent must have the same structure.*got Tensor",
+    ):
         pullback(torch.zeros(2, 4, 6, 6, dtype=torch.float64))
 
 
@@ -144,5 +150,6 @@ def test_huggingface_model_output():
     assert_close(output.logits, model(x).logits.detach())
     grads = pullback(type(output)(logits=torch.eye(5)[[1, 3]]))
     (expected,), _ = compute_layer_gradients_and_eval(
-        Logits(model), model.get_submodule(layer), x, [1, 3])
+        Logits(model), model.get_submodule(layer), x, [1, 3]
+    )
     assert_matches(grads, expected.detach())

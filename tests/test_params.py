@@ -13,9 +13,10 @@ from zoo import residual
 
 def perturbed(model, scale=0.3, seed=1):
     generator = torch.Generator().manual_seed(seed)
-    return {name: value + scale * torch.randn(value.shape, generator=generator,
-                                              dtype=value.dtype)
-            for name, value in model.named_parameters()}
+    return {
+        name: value + scale * torch.randn(value.shape, generator=generator, dtype=value.dtype)
+        for name, value in model.named_parameters()
+    }
 
 
 def state_of(model):
@@ -30,8 +31,7 @@ def test_perturbed_params_equal_loading_them(targets):
     loaded = copy.deepcopy(case.model)
     loaded.load_state_dict({**loaded.state_dict(), **params})
     target = None if targets else 1
-    ours = gf.grad_cam(case.model, "bn", case.inputs[0], target, targets=targets,
-                       params=params)
+    ours = gf.grad_cam(case.model, "bn", case.inputs[0], target, targets=targets, params=params)
     assert_close(ours, gf.grad_cam(loaded, "bn", case.inputs[0], target, targets=targets))
     for name, value in case.model.state_dict().items():
         assert torch.equal(value, before[name]), name
@@ -39,12 +39,16 @@ def test_perturbed_params_equal_loading_them(targets):
 
 def test_buffers_can_be_passed_too():
     case = residual(torch.float64)
-    buffers = {"bn.running_mean": torch.full((8,), 0.3, dtype=torch.float64),
-               "bn.running_var": torch.full((8,), 2.0, dtype=torch.float64)}
+    buffers = {
+        "bn.running_mean": torch.full((8,), 0.3, dtype=torch.float64),
+        "bn.running_var": torch.full((8,), 2.0, dtype=torch.float64),
+    }
     loaded = copy.deepcopy(case.model)
     loaded.load_state_dict({**loaded.state_dict(), **buffers})
-    assert_close(gf.grad_cam(case.model, "bn", case.inputs[0], 1, params=buffers),
-                 gf.grad_cam(loaded, "bn", case.inputs[0], 1))
+    assert_close(
+        gf.grad_cam(case.model, "bn", case.inputs[0], 1, params=buffers),
+        gf.grad_cam(loaded, "bn", case.inputs[0], 1),
+    )
 
 
 def test_train_mode_with_params_leaves_the_module_untouched():

@@ -19,9 +19,19 @@ from gradcam_func.__main__ import main as cli
 
 def conv_net():
     torch.manual_seed(3)
-    return nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.Tanh(), nn.Conv2d(5, 4, 3),
-                         nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 3)).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 5, 3, padding=1),
+            nn.Tanh(),
+            nn.Conv2d(5, 4, 3),
+            nn.Tanh(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 3),
+        )
+        .double()
+        .eval()
+    )
 
 
 def acts_and_grads(model, layer, x, k):
@@ -78,12 +88,14 @@ def test_jax_sum_channels_equals_the_formula_on_jax_grad():
     per_channel = gj.grad_cam(trunk, head, x, 2, sum_channels=False)
     summed = gj.grad_cam(trunk, head, x, 2)
     assert_matches(torch.tensor(per_channel.tolist()), torch.tensor(expected.tolist()))
-    assert_matches(torch.tensor(summed.tolist()),
-                   torch.tensor(expected.sum(1, keepdims=True).tolist()))
+    assert_matches(
+        torch.tensor(summed.tolist()), torch.tensor(expected.sum(1, keepdims=True).tolist())
+    )
 
 
-@pytest.mark.parametrize("size_in, size_out", [((4, 6), (10, 9)), ((10, 9), (4, 6)),
-                                                 ((5, 7), (5, 7))])
+@pytest.mark.parametrize(
+    "size_in, size_out", [((4, 6), (10, 9)), ((10, 9), (4, 6)), ((5, 7), (5, 7))]
+)
 def test_nearest_exact_picks_the_pixel_under_each_output_centre(size_in, size_out):
     cams = torch.randn(2, 1, *size_in)
     expected = torch.empty(2, 1, *size_out)
@@ -97,18 +109,48 @@ def test_nearest_exact_picks_the_pixel_under_each_output_centre(size_in, size_ou
 
 def test_explain_dataset_relu_zeroes_exactly_the_negative_evidence(tmp_path):
     data = Data()
-    gf.explain_dataset(make_model(), "3", data, targets=[1], out=tmp_path, batch_size=4,
-                       shard_size=8, dtype=torch.float32, relu=True, progress=False)
+    gf.explain_dataset(
+        make_model(),
+        "3",
+        data,
+        targets=[1],
+        out=tmp_path,
+        batch_size=4,
+        shard_size=8,
+        dtype=torch.float32,
+        relu=True,
+        progress=False,
+    )
     plain = gf.grad_cam(make_model(), "3", data.images, 1)[:, None]  # (N, 1, 1, H, W)
     assert (plain < 0).any() and (plain > 0).any()
     assert_matches(gf.load_cams(tmp_path), plain.clamp(min=0))
 
 
 def test_the_cli_relu_flag_reaches_the_cams(tmp_path):
-    assert cli(["explain-dataset", "--model", "dataset_job:make_model", "--layer", "3",
-                "--targets", "1", "--out", str(tmp_path), "--batch-size", "4",
-                "--dtype", "float32", "--data", "dataset_job:Data", "--relu",
-                "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "explain-dataset",
+                "--model",
+                "dataset_job:make_model",
+                "--layer",
+                "3",
+                "--targets",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--batch-size",
+                "4",
+                "--dtype",
+                "float32",
+                "--data",
+                "dataset_job:Data",
+                "--relu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     plain = gf.grad_cam(make_model(), "3", Data().images, 1)[:, None]
     assert_matches(gf.load_cams(tmp_path), plain.clamp(min=0))
 
@@ -116,16 +158,25 @@ def test_the_cli_relu_flag_reaches_the_cams(tmp_path):
 def test_a_resumed_run_notices_changed_buffers(tmp_path):
     def model():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                             nn.Conv2d(4, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(4, 4)).eval()
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 4),
+        ).eval()
 
     options = dict(targets=[1], out=tmp_path, batch_size=4, shard_size=8, progress=False)
     gf.explain_dataset(model(), "3", Data(), **options)
     other = model()
     other[1].running_mean.add_(0.5)  # the parameters are unchanged
-    with pytest.raises(gf.GradCamError, match=r"\(model: recorded '[0-9a-f]+', now "
-                                              r"'[0-9a-f]+'\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"\(model: recorded '[0-9a-f]+', now "
+        r"'[0-9a-f]+'\)",
+    ):
         gf.explain_dataset(other, "3", Data(), **options)
     assert gf.explain_dataset(model(), "3", Data(), **options)["shards_resumed"] == 7
 
@@ -178,14 +229,21 @@ print(sum("performance drop" in str(w.message) for w in seen))
 
 def _vmap_warnings(call):
     code = _VMAP_WARNING.format(call=call)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return int(result.stdout.split()[-1])
 
 
 def test_the_no_batching_rule_warning_does_not_reach_the_user():
     # the head's fused encoder layer has no batching rule: plain vmap over it warns
-    assert _vmap_warnings("torch.func.vmap(lambda a: model.head(model.block(a).mean(1)))"
-                          "(model.embed(x)[None].repeat(3, 1, 1, 1))") == 1
-    assert _vmap_warnings('gf.cam(model, "embed", x, 1, method="ablationcam", '
-                          'channel_axis=-1)') == 0
+    assert (
+        _vmap_warnings(
+            "torch.func.vmap(lambda a: model.head(model.block(a).mean(1)))"
+            "(model.embed(x)[None].repeat(3, 1, 1, 1))"
+        )
+        == 1
+    )
+    assert (
+        _vmap_warnings('gf.cam(model, "embed", x, 1, method="ablationcam", channel_axis=-1)') == 0
+    )

@@ -14,17 +14,21 @@ from gradcam_func.testing import properties as gp
 from gradcam_func.testing import strategies as gst
 from gradcam_func.methods import METHODS
 
+
 def sscam(*args, **kwargs):
     """SS-CAM with the same noise on every call (a fresh generator each time)."""
-    return gf.cam(*args, method="sscam", samples=3,
-                  generator=torch.Generator().manual_seed(0), **kwargs)
+    return gf.cam(
+        *args, method="sscam", samples=3, generator=torch.Generator().manual_seed(0), **kwargs
+    )
 
 
 sscam.properties = METHODS["sscam"].properties
 
-EXPLAINERS = {"grad_cam": gf.grad_cam,
-              **{m: functools.partial(gf.cam, method=m) for m in METHODS},
-              "sscam": sscam}
+EXPLAINERS = {
+    "grad_cam": gf.grad_cam,
+    **{m: functools.partial(gf.cam, method=m) for m in METHODS},
+    "sscam": sscam,
+}
 
 
 @pytest.mark.parametrize("name", EXPLAINERS)
@@ -39,8 +43,9 @@ def test_gradcam_func_explainers_have_their_properties(name, problem):
     skip = ("differentiable",) if name == "xgradcam" else ()
     checked = gp.check_all(EXPLAINERS[name], *problem, skip=skip)
     method = "gradcam" if name == "grad_cam" else name
-    assert checked == [p for p in gp.PROPERTIES
-                       if p not in skip and p in METHODS[method].properties]
+    assert checked == [
+        p for p in gp.PROPERTIES if p not in skip and p in METHODS[method].properties
+    ]
 
 
 def captum_explainer(model, layer, inputs, target=None, *, relu=False, sum_channels=True):
@@ -49,18 +54,25 @@ def captum_explainer(model, layer, inputs, target=None, *, relu=False, sum_chann
     if callable(target) and not isinstance(target, torch.Tensor):
         raise TypeError("Captum takes index targets only")
     result = CaptumLayerGradCam(model, module).attribute(
-        inputs, target, relu_attributions=relu, attr_dim_summation=sum_channels)
+        inputs, target, relu_attributions=relu, attr_dim_summation=sum_channels
+    )
     return tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach()
 
 
-captum_explainer.properties = ("batch_independence", "channel_permutation",
-                               "relu_consistency", "channel_sum", "no_side_effects")
+captum_explainer.properties = (
+    "batch_independence",
+    "channel_permutation",
+    "relu_consistency",
+    "channel_sum",
+    "no_side_effects",
+)
 
 
 def compat_explainer(model, layer, inputs, target=None, *, relu=False, sum_channels=True):
     module = model.get_submodule(layer) if isinstance(layer, str) else layer
-    return LayerGradCam(model, module).attribute(inputs, target, relu_attributions=relu,
-                                                 attr_dim_summation=sum_channels)
+    return LayerGradCam(model, module).attribute(
+        inputs, target, relu_attributions=relu, attr_dim_summation=sum_channels
+    )
 
 
 @pytest.mark.parametrize("explainer", [captum_explainer, compat_explainer])

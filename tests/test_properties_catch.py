@@ -15,8 +15,18 @@ def problem():
     return case.model, "conv2", x, 1
 
 
-def by_hand(model, layer, inputs, target=None, *, targets=None, relu=False,
-            sum_channels=True, params=None, weigh=None):
+def by_hand(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    targets=None,
+    relu=False,
+    sum_channels=True,
+    params=None,
+    weigh=None,
+):
     """Grad-CAM from layer_vjp, with ``weigh(grads) -> weights`` replaceable."""
     output, acts, pullback = gf.layer_vjp(model, layer, inputs, params=params)
     chosen = [target] if targets is None else targets
@@ -33,9 +43,15 @@ def by_hand(model, layer, inputs, target=None, *, targets=None, relu=False,
 
 def test_the_reference_explainer_passes_them_all(problem):
     assert gp.check_all(by_hand, *problem, skip=("target_stacking",)) == [
-        "batch_independence", "target_linearity", "scale_equivariance",
-        "channel_permutation", "relu_consistency", "channel_sum", "no_side_effects",
-        "differentiable"]
+        "batch_independence",
+        "target_linearity",
+        "scale_equivariance",
+        "channel_permutation",
+        "relu_consistency",
+        "channel_sum",
+        "no_side_effects",
+        "differentiable",
+    ]
 
 
 def batch_normalized(*args, **kwargs):
@@ -60,6 +76,7 @@ def weighted_by_index(*args, **kwargs):
     def weigh(g):
         index = torch.arange(1, g.shape[1] + 1, dtype=g.dtype).view(1, -1, 1, 1)
         return g.mean((2, 3), keepdim=True) * index
+
     return by_hand(*args, weigh=weigh, **kwargs)
 
 
@@ -101,26 +118,50 @@ def detached_weights(*args, **kwargs):
     return by_hand(*args, weigh=lambda g: g.mean((2, 3), keepdim=True).detach(), **kwargs)
 
 
-@pytest.mark.parametrize("check, broken, fragment", [
-    (gp.check_batch_independence, batch_normalized, r"^batch_independence: the worst "
-     r"element is at index \(\d+, 0, \d+, \d+\): got .*, expected .* \(off by .*, allowed "
-     r".* with rtol=1e-07, atol=1e-09\); \d+ of 75 elements are out of tolerance\.$"),
-    (gp.check_target_stacking, reversed_stack, r"^target_stacking: the worst element"),
-    (gp.check_target_linearity, squared_weights, r"^target_linearity: the worst element"),
-    (gp.check_scale_equivariance, normalized, r"^scale_equivariance: the worst element"),
-    (gp.check_channel_permutation, weighted_by_index, r"^channel_permutation: the worst"),
-    (gp.check_relu_consistency, abs_for_relu, r"^relu_consistency: the worst element"),
-    (gp.check_channel_sum, unweighted_channels, r"^channel_sum: the worst element"),
-    (gp.check_no_side_effects, switches_to_train, r"after a call, the training flag of the model changed: \[False, 0, 0, 0, 0\] -> "
-                                                r"\[True, 0, 0, 0, 0\]"),
-    (gp.check_no_side_effects, leaves_a_hook, r"the hooks of module 'conv2' changed: \[False, 0, 0, 0, 0\] -> "
-                                             r"\[False, 1, 0, 0, 0\]"),
-    (gp.check_no_side_effects, scales_the_input, r"after a call, inputs\[0\] changed"),
-    (gp.check_no_side_effects, swallows_errors, r"the explainer returned a result instead "
-                                                r"of raising"),
-    (gp.check_differentiable, detached_weights, r"^differentiable \(directional "
-                                                r"derivative\): the worst element"),
-], ids=lambda value: getattr(value, "__name__", None))
+@pytest.mark.parametrize(
+    "check, broken, fragment",
+    [
+        (
+            gp.check_batch_independence,
+            batch_normalized,
+            r"^batch_independence: the worst "
+            r"element is at index \(\d+, 0, \d+, \d+\): got .*, expected .* \(off by .*, allowed "
+            r".* with rtol=1e-07, atol=1e-09\); \d+ of 75 elements are out of tolerance\.$",
+        ),
+        (gp.check_target_stacking, reversed_stack, r"^target_stacking: the worst element"),
+        (gp.check_target_linearity, squared_weights, r"^target_linearity: the worst element"),
+        (gp.check_scale_equivariance, normalized, r"^scale_equivariance: the worst element"),
+        (gp.check_channel_permutation, weighted_by_index, r"^channel_permutation: the worst"),
+        (gp.check_relu_consistency, abs_for_relu, r"^relu_consistency: the worst element"),
+        (gp.check_channel_sum, unweighted_channels, r"^channel_sum: the worst element"),
+        (
+            gp.check_no_side_effects,
+            switches_to_train,
+            r"after a call, the training flag of the model changed: \[False, 0, 0, 0, 0\] -> "
+            r"\[True, 0, 0, 0, 0\]",
+        ),
+        (
+            gp.check_no_side_effects,
+            leaves_a_hook,
+            r"the hooks of module 'conv2' changed: \[False, 0, 0, 0, 0\] -> "
+            r"\[False, 1, 0, 0, 0\]",
+        ),
+        (gp.check_no_side_effects, scales_the_input, r"after a call, inputs\[0\] changed"),
+        (
+            gp.check_no_side_effects,
+            swallows_errors,
+            r"the explainer returned a result instead "
+            r"of raising",
+        ),
+        (
+            gp.check_differentiable,
+            detached_weights,
+            r"^differentiable \(directional "
+            r"derivative\): the worst element",
+        ),
+    ],
+    ids=lambda value: getattr(value, "__name__", None),
+)
 def test_each_check_catches_its_broken_explainer(problem, check, broken, fragment):
     model, layer, x, target = problem
     check(by_hand, model, layer, x.clone(), target)  # the unbroken explainer passes
@@ -130,8 +171,9 @@ def test_each_check_catches_its_broken_explainer(problem, check, broken, fragmen
 
 def test_tolerances_can_be_overridden(problem):
     model, layer, x, target = problem
-    gp.check_batch_independence(batch_normalized, model, layer, x, target,
-                                tolerance=dict(rtol=10.0, atol=10.0))
+    gp.check_batch_independence(
+        batch_normalized, model, layer, x, target, tolerance=dict(rtol=10.0, atol=10.0)
+    )
 
 
 def test_an_explainer_declares_its_properties():
@@ -141,4 +183,5 @@ def test_an_explainer_declares_its_properties():
     mine.properties = ("batch_independence", "no_side_effects")
     assert gp.properties_of(mine) == ["batch_independence", "no_side_effects"]
     assert "target_linearity" not in gp.properties_of(
-        __import__("functools").partial(gf.cam, method="gradcam++"))
+        __import__("functools").partial(gf.cam, method="gradcam++")
+    )

@@ -21,23 +21,40 @@ def test_smooth_cam_is_the_mean_over_the_same_noisy_copies(method):
     samples, level = 4, 0.2
     generator = torch.Generator().manual_seed(3)
     span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
-    noisy = [x + level * span * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-             for _ in range(samples)]
-    expected = torch.stack([gf.cam(model, layer, n, [1, 2, 0], method=method)
-                            for n in noisy]).mean(0)
-    ours = gf.smooth_cam(model, layer, x, [1, 2, 0], method=method, samples=samples,
-                         noise_level=level, generator=torch.Generator().manual_seed(3))
+    noisy = [
+        x + level * span * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        for _ in range(samples)
+    ]
+    expected = torch.stack([gf.cam(model, layer, n, [1, 2, 0], method=method) for n in noisy]).mean(
+        0
+    )
+    ours = gf.smooth_cam(
+        model,
+        layer,
+        x,
+        [1, 2, 0],
+        method=method,
+        samples=samples,
+        noise_level=level,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert_matches(ours, expected)
 
 
 def test_smooth_cam_with_an_absolute_stdev_and_targets():
     model, layer, x = case()
     generator = torch.Generator().manual_seed(0)
-    noisy = [x + 0.3 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-             for _ in range(3)]
+    noisy = [x + 0.3 * torch.randn(x.shape, generator=generator, dtype=x.dtype) for _ in range(3)]
     expected = torch.stack([gf.cam(model, layer, n, targets=[0, 2]) for n in noisy]).mean(0)
-    ours = gf.smooth_cam(model, layer, x, targets=[0, 2], samples=3, stdev=0.3,
-                         generator=torch.Generator().manual_seed(0))
+    ours = gf.smooth_cam(
+        model,
+        layer,
+        x,
+        targets=[0, 2],
+        samples=3,
+        stdev=0.3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert_matches(ours, expected)
 
 
@@ -49,8 +66,9 @@ def test_augmented_cam_flips_the_maps_back():
             image = (x.flip(-1) if flip else x) * scale
             cam = gf.cam(model, layer, image, 1, method="layercam")
             expected.append(cam.flip(-1) if flip else cam)
-    assert_matches(gf.augmented_cam(model, layer, x, 1, method="layercam"),
-                   torch.stack(expected).mean(0))
+    assert_matches(
+        gf.augmented_cam(model, layer, x, 1, method="layercam"), torch.stack(expected).mean(0)
+    )
 
 
 def test_smoothing_refuses_top_k_and_bad_samples():
@@ -87,12 +105,14 @@ def test_several_layers_equal_one_call_each_from_one_forward():
 
 def test_several_layers_with_layer_vjp_and_layer_inputs():
     c = ZOO["residual"](torch.float64)
-    output, acts, pullback = gf.layer_vjp(c.model, ["conv", "stem"], c.inputs[0],
-                                          attribute_to_layer_input=True)
+    output, acts, pullback = gf.layer_vjp(
+        c.model, ["conv", "stem"], c.inputs[0], attribute_to_layer_input=True
+    )
     grads = pullback(torch.eye(4, dtype=torch.float64)[[1, 2]])
     for layer, act, grad in zip(["conv", "stem"], acts, grads, strict=True):
-        _, one_act, one_pullback = gf.layer_vjp(c.model, layer, c.inputs[0],
-                                                attribute_to_layer_input=True)
+        _, one_act, one_pullback = gf.layer_vjp(
+            c.model, layer, c.inputs[0], attribute_to_layer_input=True
+        )
         assert_close(act, one_act)
         assert_close(grad, one_pullback(torch.eye(4, dtype=torch.float64)[[1, 2]]))
 
@@ -122,8 +142,10 @@ def fuse_by_hand(maps, size, how):
 @pytest.mark.parametrize("how", ["mean", "max"])
 def test_fuse_layers(how):
     torch.manual_seed(0)
-    maps = [torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randn(2, 1, 8, 8,
-                                                                       dtype=torch.float64)]
+    maps = [
+        torch.randn(2, 1, 4, 4, dtype=torch.float64),
+        torch.randn(2, 1, 8, 8, dtype=torch.float64),
+    ]
     assert_matches(gf.fuse_layers(maps, (16, 16), how=how), fuse_by_hand(maps, (16, 16), how))
     stacked = [m[None].expand(3, *m.shape) for m in maps]
     assert gf.fuse_layers(stacked, (16, 16), how=how).shape == (3, 2, 1, 16, 16)
@@ -137,6 +159,9 @@ def test_bad_layer_lists_and_fusion():
         gf.grad_cam(c.model, [], c.inputs[0], 1)
     with pytest.raises(gf.GradCamError, match=r"how='sum'\): expected 'mean' or 'max'"):
         gf.fuse_layers([torch.zeros(1, 1, 2, 2)], (4, 4), how="sum")
-    with pytest.raises(gf.GradCamError, match=r"size=4\): expected the spatial size as a "
-                                              r"tuple"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"size=4\): expected the spatial size as a "
+        r"tuple",
+    ):
         gf.fuse_layers([torch.zeros(1, 1, 2, 2)], 4)

@@ -30,18 +30,36 @@ def test_token_grid_cam_equals_a_hand_computation():
     torch.manual_seed(0)
     model = TinyViT().double().eval()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
-    output, acts, pullback = gf.layer_vjp(model, model.block, x)       # acts (2, 17, 12)
+    output, acts, pullback = gf.layer_vjp(model, model.block, x)  # acts (2, 17, 12)
     grads = pullback(torch.eye(3, dtype=torch.float64)[[2, 2]])
-    weights = grads[:, 1:].mean(1)                                       # (2, 12) per dim
+    weights = grads[:, 1:].mean(1)  # (2, 12) per dim
     expected = (acts[:, 1:] * weights[:, None]).sum(-1).reshape(2, 1, 4, 4)
-    got = gf.cam(model, model.block, x, 2, channel_axis=-1, token_grid=(4, 4),
-                 prefix_tokens=1)
+    got = gf.cam(model, model.block, x, 2, channel_axis=-1, token_grid=(4, 4), prefix_tokens=1)
     assert_close(got, expected)
-    stacked = gf.cam(model, model.block, x, targets=[0, 2], channel_axis=-1,
-                     token_grid=(4, 4), prefix_tokens=1, method="layercam")
+    stacked = gf.cam(
+        model,
+        model.block,
+        x,
+        targets=[0, 2],
+        channel_axis=-1,
+        token_grid=(4, 4),
+        prefix_tokens=1,
+        method="layercam",
+    )
     assert stacked.shape == (2, 2, 1, 4, 4)
-    assert_close(stacked[1], gf.cam(model, model.block, x, 2, channel_axis=-1,
-                                    token_grid=(4, 4), prefix_tokens=1, method="layercam"))
+    assert_close(
+        stacked[1],
+        gf.cam(
+            model,
+            model.block,
+            x,
+            2,
+            channel_axis=-1,
+            token_grid=(4, 4),
+            prefix_tokens=1,
+            method="layercam",
+        ),
+    )
 
 
 def test_channels_last_without_a_grid_gives_one_value_per_token():
@@ -50,15 +68,25 @@ def test_channels_last_without_a_grid_gives_one_value_per_token():
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     _, acts, pullback = gf.layer_vjp(model, model.block, x)
     grads = pullback(torch.eye(3, dtype=torch.float64)[[1, 1]])
-    expected = (acts * grads.mean(1, keepdim=True)).sum(-1)[:, None]    # (2, 1, 17)
+    expected = (acts * grads.mean(1, keepdim=True)).sum(-1)[:, None]  # (2, 1, 17)
     assert_close(gf.cam(model, model.block, x, 1, channel_axis=-1), expected)
 
 
 def test_a_grid_that_does_not_fit_is_refused():
     torch.manual_seed(0)
     model = TinyViT().double().eval()
-    with pytest.raises(gf.GradCamError, match=r"token_grid=\(5, 5\), prefix_tokens=1\): "
-                       r"expected a token activation \(B, T, D\) with T - prefix_tokens = 25, "
-                       r"got shape \(2, 17, 12\)"):
-        gf.cam(model, model.block, torch.randn(2, 3, 16, 16, dtype=torch.float64), 1,
-               channel_axis=-1, token_grid=(5, 5), prefix_tokens=1)
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"token_grid=\(5, 5\), prefix_tokens=1\): "
+        r"expected a token activation \(B, T, D\) with T - prefix_tokens = 25, "
+        r"got shape \(2, 17, 12\)",
+    ):
+        gf.cam(
+            model,
+            model.block,
+            torch.randn(2, 3, 16, 16, dtype=torch.float64),
+            1,
+            channel_axis=-1,
+            token_grid=(5, 5),
+            prefix_tokens=1,
+        )

@@ -88,8 +88,15 @@ def test_a_users_own_hooks_survive():
 
 def test_eager_result_holds_no_graph_and_frees_the_forward():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    )
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     store = []
     model[1].register_forward_hook(lambda m, i, o: store.append(weakref.ref(o)))
@@ -103,9 +110,15 @@ def test_eager_result_holds_no_graph_and_frees_the_forward():
 
 def test_differentiable_under_torch_func_grad():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3),
-                          nn.Softplus(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(4, 4, 3),
+        nn.Softplus(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).double()
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     dx = torch.func.grad(lambda x: gf.grad_cam(model, model[2], x, 1).pow(2).sum())(x)
     assert dx.abs().sum() > 0
@@ -113,9 +126,16 @@ def test_differentiable_under_torch_func_grad():
 
 def test_dropout_in_train_mode_runs_the_forward_once_like_captum():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Dropout(0.5),
-                          nn.Conv2d(6, 6, 3, padding=1), nn.Dropout(0.5),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ).double()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
     for attempt in range(2):  # the second call runs from the cache, the first probes
         torch.manual_seed(1)

@@ -19,8 +19,9 @@ def test_overlay_shape_and_range(layout):
 
 def test_overlay_takes_numpy_and_torch_alike():
     image, cam = np.random.rand(16, 16, 3), np.random.randn(4, 4)
-    np.testing.assert_allclose(viz.overlay(cam, image),
-                               viz.overlay(torch.from_numpy(cam), torch.from_numpy(image)))
+    np.testing.assert_allclose(
+        viz.overlay(cam, image), viz.overlay(torch.from_numpy(cam), torch.from_numpy(image))
+    )
 
 
 def test_overlay_alpha_zero_is_the_image_and_one_is_the_heatmap():
@@ -28,6 +29,7 @@ def test_overlay_alpha_zero_is_the_image_and_one_is_the_heatmap():
     cam = np.random.rand(8, 8)
     np.testing.assert_allclose(viz.overlay(cam, image, alpha=0.0), image)
     from matplotlib import colormaps
+
     expected = colormaps["jet"](gf.normalize(cam))[..., :3]
     np.testing.assert_allclose(viz.overlay(cam, image, alpha=1.0), expected)
 
@@ -41,8 +43,11 @@ def test_overlay_hot_spot_lands_where_the_cam_peaks():
 
 
 def test_overlay_rejects_a_stack_of_maps():
-    with pytest.raises(gf.GradCamError, match=r"overlay\(cam=\.\.\.\): expected one 2-D map "
-                                              r"of shape \(h, w\).*got \(3, 4, 4\)"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"overlay\(cam=\.\.\.\): expected one 2-D map "
+        r"of shape \(h, w\).*got \(3, 4, 4\)",
+    ):
         viz.overlay(torch.zeros(3, 4, 4), torch.zeros(3, 8, 8))
 
 
@@ -50,8 +55,7 @@ def test_save_grid_writes_a_png(tmp_path):
     images = torch.rand(2, 3, 16, 16)
     cams = torch.randn(3, 2, 1, 4, 4)
     titles = [[f"class {k}" for k in range(3)] for _ in range(2)]
-    path = viz.save_grid(images, cams, tmp_path / "grid.png", titles,
-                         image_titles=["a", "b"])
+    path = viz.save_grid(images, cams, tmp_path / "grid.png", titles, image_titles=["a", "b"])
     picture = matplotlib.image.imread(path)
     assert picture.shape[0] > 200 and picture.shape[1] > picture.shape[0]
 

@@ -188,5 +188,7 @@ def mlp(dtype):
     return Case(m, m.hidden, (torch.randn(4, 6, dtype=dtype),), target=0)
 
 
-ZOO = {f.__name__: f for f in
-       (plain_cnn, residual, two_inputs, extra_args, tuple_output, conv1d, transformer, mlp)}
+ZOO = {
+    f.__name__: f
+    for f in (plain_cnn, residual, two_inputs, extra_args, tuple_output, conv1d, transformer, mlp)
+}

@@ -23,8 +23,15 @@ from array_api_compat import array_namespace
 
 from ..ops import relu as _relu, weight_activations
 
-__all__ = ["gradcam_pp_weights", "xgradcam_weights", "gradcam_pp_from", "xgradcam_from",
-           "hirescam_from", "layercam_from", "gradcam_elementwise_from"]
+__all__ = [
+    "gradcam_pp_weights",
+    "xgradcam_weights",
+    "gradcam_pp_from",
+    "xgradcam_from",
+    "hirescam_from",
+    "layercam_from",
+    "gradcam_elementwise_from",
+]
 
 
 def _spatial_sum(x):
@@ -40,8 +47,11 @@ def gradcam_pp_weights(acts, grads):
     squared = grads * grads
     denominator = 2 * squared + _spatial_sum(acts) * squared * grads
     nonzero = denominator != 0
-    alpha = xp.where(nonzero, squared / xp.where(nonzero, denominator, xp.ones_like(denominator)),
-                     xp.zeros_like(denominator))
+    alpha = xp.where(
+        nonzero,
+        squared / xp.where(nonzero, denominator, xp.ones_like(denominator)),
+        xp.zeros_like(denominator),
+    )
     return _spatial_sum(alpha * _relu(grads))
 
 
@@ -56,8 +66,7 @@ def _finish(cam, relu):
 
 def gradcam_pp_from(acts, grads, *, relu=False, sum_channels=True):
     """Grad-CAM++ map: (B, 1, *S), or (B, C, *S) with ``sum_channels=False``."""
-    return _finish(weight_activations(gradcam_pp_weights(acts, grads), acts, sum_channels),
-                   relu)
+    return _finish(weight_activations(gradcam_pp_weights(acts, grads), acts, sum_channels), relu)
 
 
 def xgradcam_from(acts, grads, *, relu=False, sum_channels=True):
@@ -79,5 +88,4 @@ def gradcam_elementwise_from(acts, grads, *, relu=False, sum_channels=True):
     """Element-wise Grad-CAM, sum_c relu(g_c * A_c): (B, 1, *S) or (B, C, *S)."""
     xp = array_namespace(acts, grads)
     contributions = _relu(grads * acts)
-    return contributions if not sum_channels else xp.sum(contributions, axis=1,
-                                                            keepdims=True)
+    return contributions if not sum_channels else xp.sum(contributions, axis=1, keepdims=True)

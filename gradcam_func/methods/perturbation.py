@@ -42,9 +42,12 @@ from ..ops import normalize
 
 __all__ = ["CONVENTIONS", "masking_weights", "ablation_weights"]
 
-CONVENTIONS = {"scorecam": ("paper", "pytorch-grad-cam", "torchcam"),
-               "sscam": ("paper", "torchcam"), "iscam": ("paper", "torchcam"),
-               "ablationcam": ("paper", "pytorch-grad-cam")}
+CONVENTIONS = {
+    "scorecam": ("paper", "pytorch-grad-cam", "torchcam"),
+    "sscam": ("paper", "torchcam"),
+    "iscam": ("paper", "torchcam"),
+    "ablationcam": ("paper", "pytorch-grad-cam"),
+}
 
 
 def _masks(acts, size, convention):
@@ -67,8 +70,19 @@ def _sample_scales(method, samples):
     return torch.ones(samples)
 
 
-def masking_weights(forward, inputs, acts, target_scores, *, method, convention, samples,
-                    noise, batch_size, generator):
+def masking_weights(
+    forward,
+    inputs,
+    acts,
+    target_scores,
+    *,
+    method,
+    convention,
+    samples,
+    noise,
+    batch_size,
+    generator,
+):
     """Score-CAM / SS-CAM / IS-CAM channel weights: (K, B, C).
 
     forward: ``(masked, examples) -> output`` for a batch of masked inputs, copies of
@@ -87,12 +101,17 @@ def masking_weights(forward, inputs, acts, target_scores, *, method, convention,
     for start in range(0, rows, batch_size):
         row = slice(start, start + batch_size)
         mask = masks[bs[row], cs[row]].unsqueeze(1) * scales[ss[row]].view(
-            -1, *[1] * (inputs.ndim - 1))
+            -1, *[1] * (inputs.ndim - 1)
+        )
         if method == "sscam":
-            mask = mask + noise * torch.randn(mask.shape, generator=generator,
-                                              dtype=mask.dtype, device="cpu").to(mask.device)
-        scores.append(target_scores(forward(inputs[bs[row]] * mask, bs[row]), bs[row],
-                                    probability=probability))
+            mask = mask + noise * torch.randn(
+                mask.shape, generator=generator, dtype=mask.dtype, device="cpu"
+            ).to(mask.device)
+        scores.append(
+            target_scores(
+                forward(inputs[bs[row]] * mask, bs[row]), bs[row], probability=probability
+            )
+        )
     scores = torch.cat(scores, 1).reshape(-1, batch, channels, samples).mean(-1)  # (K, B, C)
     if method == "scorecam" and convention == "paper":
         return scores
@@ -127,7 +146,8 @@ def ablation_weights(head, acts, channel_axis, clean, *, convention, batch_size)
         return head(torch.where(chosen, value, acts))
 
     ablated = vmap_quietly(ablated_scores, chunk_size=batch_size)(
-        torch.arange(channels, device=acts.device))  # (C, K, B)
+        torch.arange(channels, device=acts.device)
+    )  # (C, K, B)
     ablated = ablated.permute(1, 2, 0)
     clean = clean[..., None]
     # the relative drop is undefined for a score of 0: such a target gets weights 0

@@ -15,7 +15,17 @@ from ._localisation import box_masks, energy_pointing_game, pointing_game
 from ._sanity import Randomization, parameter_randomization, rank_correlation, ssim
 
 __all__ = [
-    "deletion", "insertion", "road", "confidence_change", "ConfidenceChange",
-    "pointing_game", "energy_pointing_game", "box_masks", "parameter_randomization",
-    "Randomization", "rank_correlation", "ssim", "noisy_linear_imputation",
+    "deletion",
+    "insertion",
+    "road",
+    "confidence_change",
+    "ConfidenceChange",
+    "pointing_game",
+    "energy_pointing_game",
+    "box_masks",
+    "parameter_randomization",
+    "Randomization",
+    "rank_correlation",
+    "ssim",
+    "noisy_linear_imputation",
 ]

@@ -18,8 +18,9 @@ __all__ = ["confidence_change", "ConfidenceChange"]
 ConfidenceChange = namedtuple("ConfidenceChange", "drop increase")
 
 
-def confidence_change(model, inputs, cams, target=None, *, targets=None, batch_size=None,
-                      additional_forward_args=None):
+def confidence_change(
+    model, inputs, cams, target=None, *, targets=None, batch_size=None, additional_forward_args=None
+):
     """Per example: ``(drop, increase)``, each (B,) (or (K, B) with ``targets``).
 
     Scores: softmax probability for index targets, the value for callables.
@@ -42,4 +43,3 @@ def confidence_change(model, inputs, cams, target=None, *, targets=None, batch_s
     drop = (clean - explained_scores).clamp_min(0) / clean
     result = ConfidenceChange(drop, explained_scores > clean)
     return result if scorer.stacked else ConfidenceChange(drop[0], result.increase[0])
-

@@ -34,8 +34,7 @@ def _ranks(cams, patch_size, call):
     grid = flat.shape[2:]
     order = flat.flatten(1).argsort(dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device)
-                   .expand_as(order))
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     ranks = ranks.reshape(-1, *grid)
     if patch_size is not None:
         for axis in range(len(size)):
@@ -84,8 +83,20 @@ def baseline_of(baseline, inputs, call):
     )
 
 
-def _curve(call, model, inputs, cams, target, targets, steps, baseline, batch_size,
-           patch_size, additional_forward_args, reveal):
+def _curve(
+    call,
+    model,
+    inputs,
+    cams,
+    target,
+    targets,
+    steps,
+    baseline,
+    batch_size,
+    patch_size,
+    additional_forward_args,
+    reveal,
+):
     inputs = check_image_batch(inputs, call)
     check_positive(call, "steps", steps)
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
@@ -113,8 +124,9 @@ def _curve(call, model, inputs, cams, target, targets, steps, baseline, batch_si
 
 
 def _matching(cams, inputs, scorer, call):
-    cams, _ = cam_stack(cams, inputs.shape[0], inputs.shape[2:], scorer.stacked, call,
-                        device=inputs.device)
+    cams, _ = cam_stack(
+        cams, inputs.shape[0], inputs.shape[2:], scorer.stacked, call, device=inputs.device
+    )
     if cams.shape[0] != len(scorer.targets):
         raise GradCamError(
             f"{call}(..., cams=..., targets=...): {len(scorer.targets)} targets but "
@@ -123,8 +135,19 @@ def _matching(cams, inputs, scorer, call):
     return cams
 
 
-def deletion(model, inputs, cams, target=None, *, targets=None, steps=20, baseline="zero",
-             batch_size=None, patch_size=None, additional_forward_args=None):
+def deletion(
+    model,
+    inputs,
+    cams,
+    target=None,
+    *,
+    targets=None,
+    steps=20,
+    baseline="zero",
+    batch_size=None,
+    patch_size=None,
+    additional_forward_args=None,
+):
     """Deletion curve: the target's score as the CAM's top positions are removed.
 
     inputs: (B, C, *S); cams: (B, 1, *s) (or (K, B, 1, *s) with ``targets``), upsampled
@@ -136,24 +159,70 @@ def deletion(model, inputs, cams, target=None, *, targets=None, steps=20, baseli
     batch_size: perturbed copies per forward (default 64); patch_size: remove p x p
     patches instead of pixels.
     """
-    return _curve("deletion", model, inputs, cams, target, targets, steps, baseline,
-                  batch_size, patch_size, additional_forward_args, reveal=False)
+    return _curve(
+        "deletion",
+        model,
+        inputs,
+        cams,
+        target,
+        targets,
+        steps,
+        baseline,
+        batch_size,
+        patch_size,
+        additional_forward_args,
+        reveal=False,
+    )
 
 
-def insertion(model, inputs, cams, target=None, *, targets=None, steps=20, baseline="blur",
-              batch_size=None, patch_size=None, additional_forward_args=None):
+def insertion(
+    model,
+    inputs,
+    cams,
+    target=None,
+    *,
+    targets=None,
+    steps=20,
+    baseline="blur",
+    batch_size=None,
+    patch_size=None,
+    additional_forward_args=None,
+):
     """Insertion curve: the score as the CAM's top positions are revealed on a baseline.
 
     Like ``deletion``, starting from the baseline: ``curves[..., 0]`` is the
     baseline's score, ``curves[..., -1]`` the input's. Higher auc is better.
     """
-    return _curve("insertion", model, inputs, cams, target, targets, steps, baseline,
-                  batch_size, patch_size, additional_forward_args, reveal=True)
+    return _curve(
+        "insertion",
+        model,
+        inputs,
+        cams,
+        target,
+        targets,
+        steps,
+        baseline,
+        batch_size,
+        patch_size,
+        additional_forward_args,
+        reveal=True,
+    )
 
 
-def road(model, inputs, cams, target=None, *, targets=None,
-         percentages=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), order="morf",
-         noise=0.01, generator=None, batch_size=None, additional_forward_args=None):
+def road(
+    model,
+    inputs,
+    cams,
+    target=None,
+    *,
+    targets=None,
+    percentages=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    order="morf",
+    noise=0.01,
+    generator=None,
+    batch_size=None,
+    additional_forward_args=None,
+):
     """ROAD: the score after removing a share of pixels, imputed so the removal leaks
     no shape (noisy linear imputation, Rong et al. 2022).
 
@@ -166,14 +235,20 @@ def road(model, inputs, cams, target=None, *, targets=None,
     call = "road"
     inputs = check_image_batch(inputs, call)
     if inputs.ndim != 4:
-        raise GradCamError(f"road(model, inputs=...): ROAD's imputation is defined for "
-                           f"images (B, C, H, W), got shape {tuple(inputs.shape)}.")
+        raise GradCamError(
+            f"road(model, inputs=...): ROAD's imputation is defined for "
+            f"images (B, C, H, W), got shape {tuple(inputs.shape)}."
+        )
     if order not in ("morf", "lerf"):
-        raise GradCamError(f"road(..., order={order!r}): expected 'morf' (most relevant "
-                           "first) or 'lerf' (least relevant first).")
+        raise GradCamError(
+            f"road(..., order={order!r}): expected 'morf' (most relevant "
+            "first) or 'lerf' (least relevant first)."
+        )
     if not percentages or not all(0 < p < 1 for p in percentages):
-        raise GradCamError(f"road(..., percentages={percentages!r}): expected shares "
-                           "strictly between 0 and 1, e.g. (0.1, 0.2, ..., 0.9).")
+        raise GradCamError(
+            f"road(..., percentages={percentages!r}): expected shares "
+            "strictly between 0 and 1, e.g. (0.1, 0.2, ..., 0.9)."
+        )
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     check_positive(call, "batch_size", batch_size)
     scorer = Scorer(model, inputs, target, targets, call, additional_forward_args)
@@ -181,16 +256,14 @@ def road(model, inputs, cams, target=None, *, targets=None,
     ranks, units = _ranks(cams[:, :, 0], None, call)
     k, b = cams.shape[:2]
     ks, bs, pp = grid_rows(k, b, len(percentages), device=inputs.device)
-    counts = torch.tensor([round(p * units) for p in percentages],
-                          device=inputs.device)[pp]
+    counts = torch.tensor([round(p * units) for p in percentages], device=inputs.device)[pp]
 
     def imputed(start, stop):
         row = slice(start, stop)
         rank = ranks[ks[row], bs[row]]
         n = counts[row].view(-1, 1, 1)
         removed = rank < n if order == "morf" else rank >= units - n
-        return noisy_linear_imputation(inputs[bs[row]], removed, noise=noise,
-                                       generator=generator)
+        return noisy_linear_imputation(inputs[bs[row]], removed, noise=noise, generator=generator)
 
     scores = scorer(imputed, ks, bs, batch_size).reshape(k, b, len(percentages))
     return scores if scorer.stacked else scores[0]

@@ -15,9 +15,7 @@ import torch.nn.functional as F
 
 __all__ = ["noisy_linear_imputation", "NEIGHBOUR_WEIGHTS"]
 
-NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12),
-                     (1 / 6, 0.0, 1 / 6),
-                     (1 / 12, 1 / 6, 1 / 12))
+NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
 
 
 def _neighbours(x, kernel):
@@ -26,8 +24,9 @@ def _neighbours(x, kernel):
     return F.conv2d(x.reshape(n * c, 1, *x.shape[2:]), kernel, padding=1).reshape(x.shape)
 
 
-def noisy_linear_imputation(images, removed, *, noise=0.01, generator=None,
-                            tolerance=None, max_iterations=None):
+def noisy_linear_imputation(
+    images, removed, *, noise=0.01, generator=None, tolerance=None, max_iterations=None
+):
     """``images`` (N, C, H, W) with the pixels where ``removed`` (N, H, W) is True
     replaced by the linear imputation plus N(0, noise^2) noise.
 
@@ -54,19 +53,22 @@ def noisy_linear_imputation(images, removed, *, noise=0.01, generator=None,
     scale = (rhs * rhs).sum((2, 3), keepdim=True).clamp_min(1e-30)
     limit = max_iterations or 10 * (images.shape[2] + images.shape[3]) + 200
     for _ in range(limit):
-        if (norm <= tolerance ** 2 * scale).all():
+        if (norm <= tolerance**2 * scale).all():
             break
         step = apply(direction)
         curvature = (direction * step).sum((2, 3), keepdim=True)
         alpha = norm / curvature.where(curvature > 0, torch.ones_like(curvature))
-        alpha = alpha.where(norm > tolerance ** 2 * scale, torch.zeros_like(alpha))
+        alpha = alpha.where(norm > tolerance**2 * scale, torch.zeros_like(alpha))
         x = x + alpha * direction
         residual = residual - alpha * step
         new_norm = (residual * residual).sum((2, 3), keepdim=True)
         direction = residual + (new_norm / norm.clamp_min(1e-30)) * direction
         norm = new_norm
     if noise:
-        x = x + noise * torch.randn(x.shape, generator=generator, dtype=dtype,
-                                    device="cpu" if generator is None
-                                    else generator.device).to(x.device)
+        x = x + noise * torch.randn(
+            x.shape,
+            generator=generator,
+            dtype=dtype,
+            device="cpu" if generator is None else generator.device,
+        ).to(x.device)
     return torch.where(hole.bool(), x, img).to(images.dtype)

@@ -57,22 +57,21 @@ def cam_stack(cams, batch, size, stacked, call, argument="cams", device=None):
             f"{call}(..., {argument}=...): expected a Tensor or NumPy array of CAMs, got "
             f"{_describe(cams)}."
         )
-    cams = cams.detach().to(device, torch.float32 if not cams.is_floating_point()
-                            else cams.dtype)
+    cams = cams.detach().to(device, torch.float32 if not cams.is_floating_point() else cams.dtype)
     if stacked is None:
         stacked = cams.ndim == spatial + 3 or (
-            cams.ndim == spatial + 2 and cams.shape[1] == batch and cams.shape[0] != batch)
+            cams.ndim == spatial + 2 and cams.shape[1] == batch and cams.shape[0] != batch
+        )
     lead = 2 if stacked else 1  # (K, B) or (B)
     if cams.ndim == lead + spatial:  # no channel axis (pytorch-grad-cam's (B, H, W))
         cams = cams.unsqueeze(lead)
     expected = "(K, B, 1, *s)" if stacked else "(B, 1, *s)"
-    if cams.ndim != lead + 1 + spatial or cams.shape[lead - 1] != batch \
-            or cams.shape[lead] != 1:
+    if cams.ndim != lead + 1 + spatial or cams.shape[lead - 1] != batch or cams.shape[lead] != 1:
         raise GradCamError(
             f"{call}(..., {argument}=...): expected CAMs of shape {expected} (or without "
             f"the 1) for a batch of {batch} with {spatial} spatial axes {tuple(size)}, "
-            f"got {tuple(cams.shape)}." + (" With targets=, stack the K targets' CAMs on "
-                                           "a new axis 0." if stacked else "")
+            f"got {tuple(cams.shape)}."
+            + (" With targets=, stack the K targets' CAMs on a new axis 0." if stacked else "")
         )
     stack = cams if stacked else cams[None]
     k = stack.shape[0]
@@ -117,6 +116,7 @@ class Scorer:
         out = []
         for start in range(0, len(ks), batch_size):
             stop = start + batch_size
-            out.append(self.scores(self.forward(batch_inputs(start, stop)), ks[start:stop],
-                                   bs[start:stop]))
+            out.append(
+                self.scores(self.forward(batch_inputs(start, stop)), ks[start:stop], bs[start:stop])
+            )
         return torch.cat(out)

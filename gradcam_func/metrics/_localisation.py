@@ -23,19 +23,31 @@ def box_masks(boxes, size):
     if boxes.ndim != 3 or boxes.shape[-1] != 4:
         raise GradCamError(
             f"box_masks(boxes=...): expected boxes (B, 4) or (B, n, 4) as (x0, y0, x1, "
-            f"y1), got shape {tuple(boxes.shape)}.")
+            f"y1), got shape {tuple(boxes.shape)}."
+        )
     height, width = size
     x0, y0, x1, y1 = boxes.unbind(-1)
-    if (x0 < 0).any() or (y0 < 0).any() or (x1 > width).any() or (y1 > height).any() \
-            or (x1 <= x0).any() or (y1 <= y0).any():
+    if (
+        (x0 < 0).any()
+        or (y0 < 0).any()
+        or (x1 > width).any()
+        or (y1 > height).any()
+        or (x1 <= x0).any()
+        or (y1 <= y0).any()
+    ):
         raise GradCamError(
             f"box_masks(boxes=..., size={tuple(size)}): every box must lie inside the "
             f"{height} x {width} image with x0 < x1 and y0 < y1, got "
-            f"{boxes.reshape(-1, 4).tolist()[:4]}.")
+            f"{boxes.reshape(-1, 4).tolist()[:4]}."
+        )
     ys = torch.arange(height, device=boxes.device).view(1, 1, -1, 1)
     xs = torch.arange(width, device=boxes.device).view(1, 1, 1, -1)
-    inside = ((xs >= x0[..., None, None]) & (xs < x1[..., None, None])
-              & (ys >= y0[..., None, None]) & (ys < y1[..., None, None]))
+    inside = (
+        (xs >= x0[..., None, None])
+        & (xs < x1[..., None, None])
+        & (ys >= y0[..., None, None])
+        & (ys < y1[..., None, None])
+    )
     return inside.any(1)
 
 
@@ -45,11 +57,13 @@ def _masks_and_cams(cams, masks, call):
     if masks.ndim >= 3 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.ndim < 2 or masks.ndim > 4:
-        raise GradCamError(f"{call}(..., masks=...): expected masks (B, *S), got "
-                           f"{_describe(masks)}.")
+        raise GradCamError(
+            f"{call}(..., masks=...): expected masks (B, *S), got {_describe(masks)}."
+        )
     masks = masks.bool()
-    grid, stacked = cam_stack(cams, masks.shape[0], masks.shape[1:], None, call,
-                              device=masks.device)
+    grid, stacked = cam_stack(
+        cams, masks.shape[0], masks.shape[1:], None, call, device=masks.device
+    )
     return masks, grid[:, :, 0], stacked
 
 
@@ -64,8 +78,9 @@ def pointing_game(cams, masks, *, tolerance=0):
     """
     call = "pointing_game"
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
-        raise GradCamError(f"{call}(..., tolerance={tolerance!r}): expected a number >= 0 "
-                           "of pixels.")
+        raise GradCamError(
+            f"{call}(..., tolerance={tolerance!r}): expected a number >= 0 of pixels."
+        )
     masks, grid, stacked = _masks_and_cams(cams, masks, call)
     k, b = grid.shape[:2]
     size = masks.shape[1:]
@@ -74,11 +89,14 @@ def pointing_game(cams, masks, *, tolerance=0):
     if tolerance == 0:
         hits = masks.flatten(1).gather(1, peak.T).T
     else:
-        axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float64, device=masks.device)
-                                for n in size), indexing="ij")
+        axes = torch.meshgrid(
+            *(torch.arange(n, dtype=torch.float64, device=masks.device) for n in size),
+            indexing="ij",
+        )
         positions = torch.stack(axes, -1).reshape(-1, len(size))  # (P, d)
-        distance = torch.cdist(coords.reshape(k * b, 1, -1),
-                               positions.expand(k * b, -1, -1)).reshape(k, b, -1)
+        distance = torch.cdist(
+            coords.reshape(k * b, 1, -1), positions.expand(k * b, -1, -1)
+        ).reshape(k, b, -1)
         distance = distance.where(masks.flatten(1)[None], torch.inf)
         hits = distance.min(-1).values < tolerance
     return hits if stacked else hits[0]

@@ -44,8 +44,9 @@ def rank_correlation(maps, reference):
     maps, reference: (N, *S) -> (N,). Ties get their mean rank.
     """
     _, regression = _torchmetrics("rank_correlation")
-    return regression.spearman_corrcoef(maps.flatten(1).T.double(),
-                                        reference.flatten(1).T.double()).reshape(-1)
+    return regression.spearman_corrcoef(
+        maps.flatten(1).T.double(), reference.flatten(1).T.double()
+    ).reshape(-1)
 
 
 def ssim(maps, reference):
@@ -57,22 +58,26 @@ def ssim(maps, reference):
     """
     side = min(maps.shape[2:])
     if side < 3:
-        raise GradCamError(f"ssim(maps=...): SSIM needs maps at least 3 wide, got shape "
-                           f"{tuple(maps.shape)}.")
+        raise GradCamError(
+            f"ssim(maps=...): SSIM needs maps at least 3 wide, got shape {tuple(maps.shape)}."
+        )
     image, _ = _torchmetrics("ssim")
     sigma = 1.5 * min(5, (side - 1) // 2) / 5
     a, b = normalize(maps.float()), normalize(reference.float())
     return image.structural_similarity_index_measure(
-        a, b, data_range=1.0, sigma=sigma, reduction="none")
+        a, b, data_range=1.0, sigma=sigma, reduction="none"
+    )
 
 
 def _modules_in_call_order(model, args, call):
     """Names of the modules holding parameters of their own, in the order the forward
     calls them (one forward under no_grad on cloned buffers; hooks removed after)."""
     order = []
-    handles = [module.register_forward_pre_hook(lambda m, _, name=name: order.append(name))
-               for name, module in model.named_modules()
-               if any(True for _ in module.parameters(recurse=False))]
+    handles = [
+        module.register_forward_pre_hook(lambda m, _, name=name: order.append(name))
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    ]
     try:
         with torch.no_grad():
             run(model, model_state(model, None), args, call)
@@ -94,7 +99,8 @@ def _stages(model, modules, args, call):
             if name not in submodules:
                 raise GradCamError(
                     f"{call}(..., modules=[..., {given!r}, ...]): not a submodule of the "
-                    "model; pass modules or names from model.named_modules().")
+                    "model; pass modules or names from model.named_modules()."
+                )
     stages = []
     for name in names:
         prefix = f"{name}." if name else ""
@@ -104,9 +110,19 @@ def _stages(model, modules, args, call):
     return stages
 
 
-def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad_cam,
-                            mode="cascading", modules=None, draws=1, generator=None,
-                            additional_forward_args=None):
+def parameter_randomization(
+    model,
+    layer,
+    inputs,
+    target=None,
+    *,
+    explainer=grad_cam,
+    mode="cascading",
+    modules=None,
+    draws=1,
+    generator=None,
+    additional_forward_args=None,
+):
     """The CAM of ``explainer`` under randomized weights, and its similarity to the
     original: ``Randomization(names, cams, spearman, spearman_abs, ssim)``.
 
@@ -121,17 +137,24 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
     """
     call = "parameter_randomization"
     if mode not in ("cascading", "independent"):
-        raise GradCamError(f"{call}(..., mode={mode!r}): expected 'cascading' or "
-                           "'independent'.")
+        raise GradCamError(f"{call}(..., mode={mode!r}): expected 'cascading' or 'independent'.")
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise GradCamError(f"{call}(..., draws={draws!r}): expected a positive int.")
     model = prepare_model(model, call)
     if not isinstance(model, nn.Module):
-        raise GradCamError(f"{call}(model=...): randomizing weights needs an nn.Module, "
-                           f"got {type(model).__name__}.")
-    extra = () if additional_forward_args is None else (
-        additional_forward_args if isinstance(additional_forward_args, tuple)
-        else (additional_forward_args,))
+        raise GradCamError(
+            f"{call}(model=...): randomizing weights needs an nn.Module, "
+            f"got {type(model).__name__}."
+        )
+    extra = (
+        ()
+        if additional_forward_args is None
+        else (
+            additional_forward_args
+            if isinstance(additional_forward_args, tuple)
+            else (additional_forward_args,)
+        )
+    )
     args = as_tensor_tuple(inputs, call) + extra
     kwargs = dict(additional_forward_args=additional_forward_args)
     weights = dict(model.named_parameters())
@@ -146,8 +169,9 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
         for name in names:
             w = weights[name].detach()
             rms = w.pow(2).mean().sqrt()
-            noise = torch.randn((draws, *w.shape), generator=generator, dtype=w.dtype,
-                                device=w.device)
+            noise = torch.randn(
+                (draws, *w.shape), generator=generator, dtype=w.dtype, device=w.device
+            )
             stacked[name] = noise * rms
         return stacked
 
@@ -163,8 +187,11 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
         except Exception:  # noqa: BLE001
             # The model does not run under vmap (train-mode BatchNorm, data-dependent
             # code): one draw at a time, where a real error shows again.
-            cams.append(torch.stack([explain({k: v[d] for k, v in stacked.items()})
-                                     for d in range(draws)]).detach())
+            cams.append(
+                torch.stack(
+                    [explain({k: v[d] for k, v in stacked.items()}) for d in range(draws)]
+                ).detach()
+            )
     cams = torch.stack(cams)  # (L, draws, B, 1, *s)
     flat = cams.flatten(0, 2)  # (L * draws * B, 1, *s)
     reference = original.expand(cams.shape).flatten(0, 2)
@@ -174,5 +201,4 @@ def parameter_randomization(model, layer, inputs, target=None, *, explainer=grad
     similarity = None
     if flat.ndim in (4, 5) and min(flat.shape[2:]) >= 3:
         similarity = ssim(flat, reference).reshape(shape)
-    return Randomization([name for name, _ in stages], cams, spearman, spearman_abs,
-                         similarity)
+    return Randomization([name for name, _ in stages], cams, spearman, spearman_abs, similarity)

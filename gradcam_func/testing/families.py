@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["Case", "FAMILIES", "plain_cnn", "residual_cnn", "token_transformer",
-           "two_input_cnn"]
+__all__ = ["Case", "FAMILIES", "plain_cnn", "residual_cnn", "token_transformer", "two_input_cnn"]
 
 
 @dataclass
@@ -32,8 +31,10 @@ class Case:
 
     def inputs(self, batch, generator, dtype=torch.float64):
         """Inputs for ``batch`` examples: a Tensor, or a tuple for several inputs."""
-        xs = tuple(torch.randn((batch, *shape), generator=generator, dtype=dtype)
-                   for shape in self.input_shapes)
+        xs = tuple(
+            torch.randn((batch, *shape), generator=generator, dtype=dtype)
+            for shape in self.input_shapes
+        )
         return xs if len(xs) > 1 else xs[0]
 
     def to(self, dtype):
@@ -77,8 +78,9 @@ class _TokenTransformer(nn.Module):
     def __init__(self, width, classes):
         super().__init__()
         self.embed = nn.Linear(4, 2 * width)
-        self.block = nn.TransformerEncoderLayer(2 * width, 2, 4 * width, dropout=0.0,
-                                                batch_first=True)
+        self.block = nn.TransformerEncoderLayer(
+            2 * width, 2, 4 * width, dropout=0.0, batch_first=True
+        )
         self.head = nn.Linear(2 * width, classes)
 
     def forward(self, x):
@@ -113,24 +115,44 @@ def _seeded(cls, seed, width, classes):
 
 
 def plain_cnn(seed, width=3, size=5, classes=4):
-    return Case("plain_cnn", _seeded(_PlainCNN, seed, width, classes), ["conv1", "conv2"],
-                [(3, size, size)], classes)
+    return Case(
+        "plain_cnn",
+        _seeded(_PlainCNN, seed, width, classes),
+        ["conv1", "conv2"],
+        [(3, size, size)],
+        classes,
+    )
 
 
 def residual_cnn(seed, width=3, size=5, classes=4):
-    return Case("residual_cnn", _seeded(_ResidualCNN, seed, width, classes),
-                ["stem", "conv1", "bn2"], [(3, size, size)], classes)
+    return Case(
+        "residual_cnn",
+        _seeded(_ResidualCNN, seed, width, classes),
+        ["stem", "conv1", "bn2"],
+        [(3, size, size)],
+        classes,
+    )
 
 
 def token_transformer(seed, width=2, size=5, classes=4):
-    return Case("token_transformer", _seeded(_TokenTransformer, seed, width, classes),
-                ["embed", "block"], [(size, 4)], classes)
+    return Case(
+        "token_transformer",
+        _seeded(_TokenTransformer, seed, width, classes),
+        ["embed", "block"],
+        [(size, 4)],
+        classes,
+    )
 
 
 def two_input_cnn(seed, width=3, size=5, classes=4):
-    return Case("two_input_cnn", _seeded(_TwoInputCNN, seed, width, classes),
-                ["a", "fuse"], [(3, size, size), (1, size, size)], classes, (1.5,))
+    return Case(
+        "two_input_cnn",
+        _seeded(_TwoInputCNN, seed, width, classes),
+        ["a", "fuse"],
+        [(3, size, size), (1, size, size)],
+        classes,
+        (1.5,),
+    )
 
 
-FAMILIES = {f.__name__: f for f in (plain_cnn, residual_cnn, token_transformer,
-                                    two_input_cnn)}
+FAMILIES = {f.__name__: f for f in (plain_cnn, residual_cnn, token_transformer, two_input_cnn)}

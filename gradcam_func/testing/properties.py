@@ -40,11 +40,22 @@ from torch import nn
 from .._split import model_state, run
 from .._targets import cotangent
 
-__all__ = ["TOLERANCES", "FINITE_DIFFERENCES", "PROPERTIES", "check_all",
-           "check_batch_independence", "check_target_stacking", "check_target_linearity",
-           "check_scale_equivariance", "check_channel_permutation", "check_relu_consistency",
-           "check_channel_sum", "check_no_side_effects", "check_differentiable",
-           "properties_of"]
+__all__ = [
+    "TOLERANCES",
+    "FINITE_DIFFERENCES",
+    "PROPERTIES",
+    "check_all",
+    "check_batch_independence",
+    "check_target_stacking",
+    "check_target_linearity",
+    "check_scale_equivariance",
+    "check_channel_permutation",
+    "check_relu_consistency",
+    "check_channel_sum",
+    "check_no_side_effects",
+    "check_differentiable",
+    "properties_of",
+]
 
 TOLERANCES = {
     torch.float16: dict(rtol=1e-2, atol=1e-3),
@@ -56,6 +67,7 @@ TOLERANCES = {
 # Central differences with step 1e-6 in float64, against the gradient along a direction.
 FINITE_DIFFERENCES = dict(step=1e-6, rtol=1e-5, atol=1e-8)
 
+
 def _parts(value):
     return value if isinstance(value, tuple) else (value,)
 
@@ -64,13 +76,14 @@ def assert_matches(prop, actual, expected, tolerance=None):
     """Raise AssertionError for ``prop`` unless ``actual`` matches ``expected``."""
     actual, expected = _parts(actual), _parts(expected)
     if len(actual) != len(expected):
-        raise AssertionError(f"{prop}: {len(actual)} results where {len(expected)} were "
-                             "expected (a tuple for a layer with several tensors).")
+        raise AssertionError(
+            f"{prop}: {len(actual)} results where {len(expected)} were "
+            "expected (a tuple for a layer with several tensors)."
+        )
     for part, (a, e) in enumerate(zip(actual, expected, strict=True)):
         a, e = torch.as_tensor(a).detach(), torch.as_tensor(e).detach()
         if a.shape != e.shape:
-            raise AssertionError(f"{prop}: shape {tuple(a.shape)}, expected "
-                                 f"{tuple(e.shape)}.")
+            raise AssertionError(f"{prop}: shape {tuple(a.shape)}, expected {tuple(e.shape)}.")
         tol = tolerance or TOLERANCES.get(e.dtype, TOLERANCES[torch.float32])
         a64, e64 = a.double(), e.double()
         difference = (a64 - e64).abs()
@@ -105,8 +118,12 @@ def _args(inputs):
 def _output(model, inputs):
     """The model's output on ``inputs``, under no_grad, buffers untouched."""
     with torch.no_grad():
-        return run(model, model_state(model, None) if isinstance(model, nn.Module) else {},
-                   tuple(x.detach() for x in _args(inputs)), "check")[0]
+        return run(
+            model,
+            model_state(model, None) if isinstance(model, nn.Module) else {},
+            tuple(x.detach() for x in _args(inputs)),
+            "check",
+        )[0]
 
 
 def _score_of(target, output):
@@ -150,26 +167,32 @@ def _other_target(output):
     return contrast
 
 
-def check_batch_independence(explainer, model, layer, inputs, target=None, *,
-                             tolerance=None):
+def check_batch_independence(explainer, model, layer, inputs, target=None, *, tolerance=None):
     """``E(x)[i] == E(x[i:i+1])[0]``: each example's CAM is its own."""
     batch = _args(inputs)[0].shape[0]
     whole = explainer(model, layer, inputs, target)
     pieces = []
     for i in range(batch):
-        one = tuple(x[i:i + 1] for x in _args(inputs))
-        pieces.append(explainer(model, layer, one if isinstance(inputs, tuple) else one[0],
-                                _target_of_example(target, i)))
+        one = tuple(x[i : i + 1] for x in _args(inputs))
+        pieces.append(
+            explainer(
+                model,
+                layer,
+                one if isinstance(inputs, tuple) else one[0],
+                _target_of_example(target, i),
+            )
+        )
     expected = tuple(torch.cat(parts) for parts in zip(*map(_parts, pieces), strict=True))
-    assert_matches("batch_independence", whole, expected if len(expected) > 1
-                   else expected[0], tolerance)
+    assert_matches(
+        "batch_independence", whole, expected if len(expected) > 1 else expected[0], tolerance
+    )
 
 
 def _target_of_example(target, i):
     if isinstance(target, list):
         return [target[i]]
     if isinstance(target, torch.Tensor) and target.ndim == 1 and target.numel() > 1:
-        return target[i:i + 1]
+        return target[i : i + 1]
     return target
 
 
@@ -180,24 +203,24 @@ def check_target_stacking(explainer, model, layer, inputs, target=None, *, toler
     stacked = explainer(model, layer, inputs, targets=targets)
     loop = [explainer(model, layer, inputs, t) for t in targets]
     expected = tuple(torch.stack(parts) for parts in zip(*map(_parts, loop), strict=True))
-    assert_matches("target_stacking", stacked, expected if len(expected) > 1
-                   else expected[0], tolerance)
+    assert_matches(
+        "target_stacking", stacked, expected if len(expected) > 1 else expected[0], tolerance
+    )
 
 
-def check_target_linearity(explainer, model, layer, inputs, target=None, *,
-                           tolerance=None):
+def check_target_linearity(explainer, model, layer, inputs, target=None, *, tolerance=None):
     """``E(a s1 + b s2) == a E(s1) + b E(s2)``, a = 1.7, b = -0.6."""
     output = _output(model, inputs)
     s1, s2 = _score_of(target, output), _other_target(output)
     combined = explainer(model, layer, inputs, _Combined(1.7, s1, -0.6, s2))
     first, second = explainer(model, layer, inputs, s1), explainer(model, layer, inputs, s2)
     expected = tuple(1.7 * a - 0.6 * b for a, b in zip(_parts(first), _parts(second), strict=True))
-    assert_matches("target_linearity", combined, expected if len(expected) > 1
-                   else expected[0], tolerance)
+    assert_matches(
+        "target_linearity", combined, expected if len(expected) > 1 else expected[0], tolerance
+    )
 
 
-def check_scale_equivariance(explainer, model, layer, inputs, target=None, *,
-                             tolerance=None):
+def check_scale_equivariance(explainer, model, layer, inputs, target=None, *, tolerance=None):
     """``E(a s, relu=True) == a E(s, relu=True)`` for a = 2.5 > 0."""
     output = _output(model, inputs)
     score = _score_of(target, output)
@@ -205,8 +228,9 @@ def check_scale_equivariance(explainer, model, layer, inputs, target=None, *,
     scaled = explainer(model, layer, inputs, _Combined(2.5, score, 0.0, score), **options)
     plain = explainer(model, layer, inputs, score, **options)
     expected = tuple(2.5 * p for p in _parts(plain))
-    assert_matches("scale_equivariance", scaled, expected if len(expected) > 1
-                   else expected[0], tolerance)
+    assert_matches(
+        "scale_equivariance", scaled, expected if len(expected) > 1 else expected[0], tolerance
+    )
 
 
 class _ChannelsPermuted(nn.Module):
@@ -240,8 +264,7 @@ def _layer_name(model, layer):
     raise AssertionError("channel_permutation: the layer is not a submodule of the model.")
 
 
-def check_channel_permutation(explainer, model, layer, inputs, target=None, *,
-                              tolerance=None):
+def check_channel_permutation(explainer, model, layer, inputs, target=None, *, tolerance=None):
     """The CAM is unchanged when the layer's channels come in another order (a copy of
     the model whose layer permutes its output channels and undoes it right after)."""
     name = _layer_name(model, layer)
@@ -262,7 +285,8 @@ def check_channel_permutation(explainer, model, layer, inputs, target=None, *,
 def _activation_width(model, name, inputs):
     seen = []
     handle = model.get_submodule(name).register_forward_hook(
-        lambda _, __, out: seen.append(out.shape[1]))
+        lambda _, __, out: seen.append(out.shape[1])
+    )
     try:
         _output(model, inputs)
     finally:
@@ -270,14 +294,14 @@ def _activation_width(model, name, inputs):
     return seen[0]
 
 
-def check_relu_consistency(explainer, model, layer, inputs, target=None, *,
-                           tolerance=None):
+def check_relu_consistency(explainer, model, layer, inputs, target=None, *, tolerance=None):
     """``E(relu=True) == max(E(relu=False), 0)``."""
     on = explainer(model, layer, inputs, target, relu=True)
     off = explainer(model, layer, inputs, target, relu=False)
     expected = tuple(p.clamp_min(0) for p in _parts(off))
-    assert_matches("relu_consistency", on, expected if len(expected) > 1 else expected[0],
-                   tolerance)
+    assert_matches(
+        "relu_consistency", on, expected if len(expected) > 1 else expected[0], tolerance
+    )
 
 
 def check_channel_sum(explainer, model, layer, inputs, target=None, *, tolerance=None):
@@ -285,8 +309,7 @@ def check_channel_sum(explainer, model, layer, inputs, target=None, *, tolerance
     per_channel = explainer(model, layer, inputs, target, sum_channels=False)
     summed = explainer(model, layer, inputs, target, sum_channels=True)
     expected = tuple(p.sum(1, keepdim=True) for p in _parts(per_channel))
-    assert_matches("channel_sum", summed, expected if len(expected) > 1 else expected[0],
-                   tolerance)
+    assert_matches("channel_sum", summed, expected if len(expected) > 1 else expected[0], tolerance)
 
 
 class _Planted(Exception):
@@ -297,9 +320,17 @@ def _state_of(model, inputs):
     return (
         {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
         {k: v.requires_grad for k, v in model.named_parameters()},
-        [(name, m.training, len(m._forward_hooks), len(m._forward_pre_hooks),
-          len(m._backward_hooks), len(getattr(m, "_backward_pre_hooks", {})))
-         for name, m in model.named_modules()],
+        [
+            (
+                name,
+                m.training,
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for name, m in model.named_modules()
+        ],
         [(x.detach().clone(), x.requires_grad) for x in _args(inputs)],
     )
 
@@ -311,16 +342,19 @@ def _compare_state(when, model, inputs, before):
         if name not in state or not torch.equal(value, state[name]):
             raise AssertionError(f"no_side_effects: {when}, the model's {name!r} changed.")
     if after[1] != grads:
-        raise AssertionError(f"no_side_effects: {when}, requires_grad of a parameter "
-                             "changed.")
+        raise AssertionError(f"no_side_effects: {when}, requires_grad of a parameter changed.")
     for (name, *flags), (_, *old) in zip(after[2], modules, strict=True):
         if flags != old:
-            what = ("training flag" if flags[0] != old[0] else "hooks")
+            what = "training flag" if flags[0] != old[0] else "hooks"
             module = f"module {name!r}" if name else "the model"
-            raise AssertionError(f"no_side_effects: {when}, the {what} of {module} changed: "
-                                 f"{old} -> {flags} (training, forward, pre-forward, "
-                                 "backward, pre-backward hooks).")
-    for i, ((x, requires), (now, now_requires)) in enumerate(zip(saved_inputs, after[3], strict=True)):
+            raise AssertionError(
+                f"no_side_effects: {when}, the {what} of {module} changed: "
+                f"{old} -> {flags} (training, forward, pre-forward, "
+                "backward, pre-backward hooks)."
+            )
+    for i, ((x, requires), (now, now_requires)) in enumerate(
+        zip(saved_inputs, after[3], strict=True)
+    ):
         if not torch.equal(x, now) or requires != now_requires:
             raise AssertionError(f"no_side_effects: {when}, inputs[{i}] changed.")
 
@@ -346,16 +380,17 @@ def check_no_side_effects(explainer, model, layer, inputs, target=None, *, toler
     finally:
         handle.remove()
     if not raised:
-        raise AssertionError("no_side_effects: the model raised inside the call, and the "
-                             "explainer returned a result instead of raising.")
+        raise AssertionError(
+            "no_side_effects: the model raised inside the call, and the "
+            "explainer returned a result instead of raising."
+        )
     _compare_state("after a call in which the model raised", model, inputs, before)
 
 
 def check_differentiable(explainer, model, layer, inputs, target=None, *, tolerance=None):
     """In float64, ``torch.func.grad`` of ``sum(E * w)`` with respect to ``params`` and
     the inputs matches central finite differences along a random direction."""
-    tolerance = tolerance or dict(rtol=FINITE_DIFFERENCES["rtol"],
-                                  atol=FINITE_DIFFERENCES["atol"])
+    tolerance = tolerance or dict(rtol=FINITE_DIFFERENCES["rtol"], atol=FINITE_DIFFERENCES["atol"])
     twin = copy.deepcopy(model).double()
     xs = tuple(x.detach().double() for x in _args(inputs))
     name = _layer_name(model, layer)
@@ -365,17 +400,18 @@ def check_differentiable(explainer, model, layer, inputs, target=None, *, tolera
 
     def loss(p, *values):
         nonlocal weights
-        cam = explainer(twin, name, values if isinstance(inputs, tuple) else values[0],
-                        target, params=p)
+        cam = explainer(
+            twin, name, values if isinstance(inputs, tuple) else values[0], target, params=p
+        )
         parts = _parts(cam)
         if weights is None:
-            weights = [torch.randn(c.shape, generator=generator, dtype=c.dtype)
-                       for c in parts]
+            weights = [torch.randn(c.shape, generator=generator, dtype=c.dtype) for c in parts]
         return sum((c * w).sum() for c, w in zip(parts, weights, strict=True))
 
     grads = torch.func.grad(loss, argnums=tuple(range(len(xs) + 1)))(params, *xs)
-    directions = [{k: torch.randn(v.shape, generator=generator, dtype=v.dtype)
-                   for k, v in params.items()}]
+    directions = [
+        {k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in params.items()}
+    ]
     directions += [torch.randn(x.shape, generator=generator, dtype=x.dtype) for x in xs]
     analytic = sum((grads[0][k] * directions[0][k]).sum() for k in params)
     analytic = analytic + sum((g * d).sum() for g, d in zip(grads[1:], directions[1:], strict=True))
@@ -403,8 +439,12 @@ PROPERTIES = {
 }
 
 # What each keyword an explainer accepts makes checkable.
-_NEEDS = {"target_stacking": "targets", "relu_consistency": "relu",
-          "channel_sum": "sum_channels", "differentiable": "params"}
+_NEEDS = {
+    "target_stacking": "targets",
+    "relu_consistency": "relu",
+    "channel_sum": "sum_channels",
+    "differentiable": "params",
+}
 
 
 def properties_of(explainer):
@@ -421,13 +461,12 @@ def properties_of(explainer):
     method = _method_of(explainer)
     if declared is None and method is not None:
         declared = METHODS[method].properties
-    names = [name for name in PROPERTIES
-             if name not in _NEEDS or _accepts(explainer, _NEEDS[name])]
+    names = [name for name in PROPERTIES if name not in _NEEDS or _accepts(explainer, _NEEDS[name])]
     return [name for name in names if declared is None or name in declared]
 
 
 def _method_of(explainer):
-    """"gradcam" for grad_cam, the method of a ``partial(cam, method=...)``, else None."""
+    """ "gradcam" for grad_cam, the method of a ``partial(cam, method=...)``, else None."""
     from .._cam import cam
     from .._grad_cam import grad_cam
 

@@ -30,23 +30,41 @@ import torch
 from .._targets import TopK
 from .families import FAMILIES
 
-__all__ = ["seeds", "models", "layers_of", "inputs_for", "targets_for", "target_lists",
-           "top_ks", "explanation_problems", "activations_and_gradients", "Score",
-           "Contrast", "Probability"]
+__all__ = [
+    "seeds",
+    "models",
+    "layers_of",
+    "inputs_for",
+    "targets_for",
+    "target_lists",
+    "top_ks",
+    "explanation_problems",
+    "activations_and_gradients",
+    "Score",
+    "Contrast",
+    "Probability",
+]
 
 
 def seeds():
     """Seeds for torch's generators: small, so failures shrink to seed 0."""
-    return st.integers(min_value=0, max_value=2 ** 16)
+    return st.integers(min_value=0, max_value=2**16)
 
 
 @st.composite
-def models(draw, families=tuple(FAMILIES), widths=st.integers(2, 4),
-           sizes=st.integers(3, 6), classes=st.integers(2, 5), dtype=torch.float64):
+def models(
+    draw,
+    families=tuple(FAMILIES),
+    widths=st.integers(2, 4),
+    sizes=st.integers(3, 6),
+    classes=st.integers(2, 5),
+    dtype=torch.float64,
+):
     """A ``families.Case``: a small eval-mode model of one of ``families``."""
     family = draw(st.sampled_from(families))
-    case = FAMILIES[family](draw(seeds()), width=draw(widths), size=draw(sizes),
-                            classes=draw(classes))
+    case = FAMILIES[family](
+        draw(seeds()), width=draw(widths), size=draw(sizes), classes=draw(classes)
+    )
     return case.to(dtype)
 
 
@@ -56,15 +74,19 @@ def layers_of(case):
 
 
 @st.composite
-def inputs_for(draw, case, batches=st.integers(1, 3), dtype=torch.float64,
-               requires_grad=st.booleans()):
+def inputs_for(
+    draw, case, batches=st.integers(1, 3), dtype=torch.float64, requires_grad=st.booleans()
+):
     """Inputs for ``case``: a Tensor (or tuple) of ``batches`` examples, finite and of
     unit scale, sometimes with ``requires_grad`` set (an explainer must not care)."""
     generator = torch.Generator().manual_seed(draw(seeds()))
     inputs = case.inputs(draw(batches), generator, dtype)
     if draw(requires_grad):
-        inputs = (tuple(x.requires_grad_() for x in inputs) if isinstance(inputs, tuple)
-                  else inputs.requires_grad_())
+        inputs = (
+            tuple(x.requires_grad_() for x in inputs)
+            if isinstance(inputs, tuple)
+            else inputs.requires_grad_()
+        )
     return inputs
 
 
@@ -100,9 +122,21 @@ class Probability(Score):
 
 
 @st.composite
-def targets_for(draw, classes, batch, forms=("int", "tuple", "scalar_tensor",
-                                             "per_example_tensor", "list", "list_of_tuples",
-                                             "contrast", "probability")):
+def targets_for(
+    draw,
+    classes,
+    batch,
+    forms=(
+        "int",
+        "tuple",
+        "scalar_tensor",
+        "per_example_tensor",
+        "list",
+        "list_of_tuples",
+        "contrast",
+        "probability",
+    ),
+):
     """One target of any form grad_cam accepts, for a (B, classes) output."""
     form = draw(st.sampled_from(forms))
     cls = st.integers(0, classes - 1)
@@ -168,5 +202,7 @@ def activations_and_gradients(draw, min_spatial=0, max_spatial=3):
     values = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
     spatial = draw(st.lists(st.integers(1, 4), min_size=min_spatial, max_size=max_spatial))
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), *spatial)
-    return (draw(arrays(np.float64, shape, elements=values)),
-            draw(arrays(np.float64, shape, elements=values)))
+    return (
+        draw(arrays(np.float64, shape, elements=values)),
+        draw(arrays(np.float64, shape, elements=values)),
+    )
