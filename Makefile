@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics,dev]'
 	touch $@
 
-.PHONY: test lint demo bench wheel-check
+.PHONY: test lint typecheck mutate demo bench wheel-check
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -18,6 +18,10 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# mypy on the package, configured in pyproject.toml: zero errors.
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/gradcam-func demo

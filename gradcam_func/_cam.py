@@ -1,6 +1,10 @@
 """cam: grad_cam's contract for every method, gradient or not, and any channel layout."""
 
+from __future__ import annotations
+
 import functools
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 
@@ -11,6 +15,7 @@ from ._scores import TargetScores
 from ._split import _eager_no_grad, forward_with, model_state, run
 from ._targets import TopK
 from ._tokens import to_channels_first
+from ._types import Autodiff, CamResult, ChunkSize, Inputs, Layers, Model, Params, Target, Targets
 from .methods import METHODS
 from .methods.perturbation import ablation_weights, check_convention, masking_weights
 from .ops import relu as _relu
@@ -40,29 +45,29 @@ def _gradient_method(method, convention, acts, grads, *, layout, relu, sum_chann
 
 
 def cam(
-    model,
-    layer,
-    inputs,
-    target=None,
+    model: Model,
+    layer: Layers,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    method="gradcam",
-    targets=None,
-    additional_forward_args=None,
-    params=None,
-    attribute_to_layer_input=False,
-    relu=False,
-    sum_channels=True,
-    chunk_size="auto",
-    channel_axis=1,
-    token_grid=None,
-    prefix_tokens=0,
-    batch_size=None,
-    convention="paper",
-    samples=None,
-    noise=None,
-    generator=None,
-    autodiff="auto",
-):
+    method: str = "gradcam",
+    targets: Targets = None,
+    additional_forward_args: Any = None,
+    params: Params | None = None,
+    attribute_to_layer_input: bool = False,
+    relu: bool = False,
+    sum_channels: bool = True,
+    chunk_size: ChunkSize = "auto",
+    channel_axis: int = 1,
+    token_grid: tuple[int, ...] | None = None,
+    prefix_tokens: int = 0,
+    batch_size: int | None = None,
+    convention: str = "paper",
+    samples: int | None = None,
+    noise: float | None = None,
+    generator: torch.Generator | None = None,
+    autodiff: Autodiff = "auto",
+) -> CamResult:
     """A CAM of ``model`` at ``layer`` by ``method``, with ``grad_cam``'s contract.
 
     method: a gradient method, "gradcam" (equal to ``grad_cam``), "gradcam++",
@@ -200,15 +205,13 @@ def cam(
         native = acts[0]
         channels_first = layout(native)
         if kind == "eigen" and target is None and targets is None:  # nothing to check
-            cam_map = METHODS[method].compute(
+            cam_map = _compute(method)(
                 channels_first, relu=relu, **_eigen_options(method, convention)
             )
             return cam_map
         scores = TargetScores(output, target, targets, batch_size_of(inputs), call)
         if kind == "eigen":
-            one = METHODS[method].compute(
-                channels_first, relu=relu, **_eigen_options(method, convention)
-            )
+            one = _compute(method)(channels_first, relu=relu, **_eigen_options(method, convention))
             cams = one[None].expand(len(scores.targets), *one.shape)
         else:
             if kind == "masking":
@@ -341,3 +344,8 @@ def _ablation(
         return ablation_weights(
             head, acts, channel_axis, clean, convention=convention, batch_size=batch_size
         )
+
+
+def _compute(method: str) -> Callable[..., Any]:
+    """The map function of a "gradient" or "eigen" method (the kinds that have one)."""
+    return cast("Callable[..., Any]", METHODS[method].compute)

@@ -13,19 +13,25 @@ at any point and started again with the same arguments redoes at most the shard 
 was writing.
 """
 
+from __future__ import annotations
+
 import glob
 import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ._checks import GradCamError, resolve_layer
 from ._grad_cam import grad_cam
 from ._interpolate import interpolate
 from ._targets import TopK
+from ._types import Layer
 
 __all__ = ["explain_dataset", "load_cams"]
 
@@ -178,19 +184,19 @@ def _explain_batch(model, layer, inputs, labels, targets, relu, upsample_to):
 
 
 def explain_dataset(
-    model,
-    layer,
-    data,
+    model: nn.Module,
+    layer: Layer,
+    data: torch.utils.data.Dataset[Any] | torch.utils.data.DataLoader[Any],
     *,
-    targets,
-    out,
-    batch_size=None,
-    shard_size=512,
-    upsample_to=None,
-    dtype=torch.float16,
-    relu=False,
-    progress=True,
-):
+    targets: Any,
+    out: str | os.PathLike[str],
+    batch_size: int | None = None,
+    shard_size: int = 512,
+    upsample_to: int | Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float16,
+    relu: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Explain every example of ``data`` for ``targets`` into shards under ``out``.
 
     data: a map-style ``Dataset`` of Tensors or (Tensor, label) pairs, or a DataLoader
@@ -205,7 +211,7 @@ def explain_dataset(
     """
     from tqdm.auto import tqdm
 
-    dataset = getattr(data, "dataset", data)
+    dataset: Any = getattr(data, "dataset", data)
     _check_data(dataset)
     spec = _targets_spec(targets)
     if batch_size is None:
@@ -308,7 +314,12 @@ def explain_dataset(
     }
 
 
-def load_cams(out, indices=None, *, with_classes=False):
+def load_cams(
+    out: str | os.PathLike[str],
+    indices: Sequence[int] | torch.Tensor | None = None,
+    *,
+    with_classes: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """CAMs (N, K, 1, *S) as float32 for example ``indices`` (all, in order, if None).
 
     with_classes: also return the explained classes (N, K) (runs with "label" or top_k).

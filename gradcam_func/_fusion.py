@@ -1,5 +1,9 @@
 """Several layers' CAMs fused into one map at the input's size."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import torch
 
 from ._checks import GradCamError
@@ -9,7 +13,9 @@ from .ops import normalize, relu
 __all__ = ["fuse_layers"]
 
 
-def fuse_layers(cams, size, how="mean"):
+def fuse_layers(
+    cams: Sequence[torch.Tensor], size: int | Sequence[int], how: str = "mean"
+) -> torch.Tensor:
     """One map from CAMs of several layers: each ReLU'd, upsampled (n-linear) to
     ``size`` and scaled to [0, 1] per map, then combined.
 

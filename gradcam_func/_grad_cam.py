@@ -1,9 +1,12 @@
 """grad_cam: one forward pass, a vmap of the pullback over cotangents, then the ops."""
 
+from __future__ import annotations
+
 import functools
 import math
 import time
 import warnings
+from typing import Any
 
 import torch
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
@@ -12,6 +15,7 @@ from . import ops
 from ._checks import GradCamError
 from ._split import _eager_no_grad, split
 from ._targets import TopK, cotangent, cotangents, every_class
+from ._types import Autodiff, CamResult, ChunkSize, Inputs, Layer, Model, Params, Target, Targets
 
 __all__ = [
     "grad_cam",
@@ -25,20 +29,20 @@ __all__ = [
 
 
 def grad_cam(
-    model,
-    layer,
-    inputs,
-    target=None,
+    model: Model,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    targets=None,
-    additional_forward_args=None,
-    params=None,
-    attribute_to_layer_input=False,
-    relu=False,
-    sum_channels=True,
-    chunk_size="auto",
-    autodiff="auto",
-):
+    targets: Targets = None,
+    additional_forward_args: Any = None,
+    params: Params | None = None,
+    attribute_to_layer_input: bool = False,
+    relu: bool = False,
+    sum_channels: bool = True,
+    chunk_size: ChunkSize = "auto",
+    autodiff: Autodiff = "auto",
+) -> CamResult:
     """Grad-CAM of ``model`` at ``layer``: Captum's ``LayerGradCam`` as a pure function.
 
     inputs: a Tensor or tuple of Tensors, dim 0 the batch B. target: any Captum target

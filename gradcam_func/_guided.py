@@ -7,6 +7,10 @@ by forward hooks that live only inside one call: no global state, nothing left b
 Like Captum, only ``nn.ReLU`` modules are guided, not ``torch.relu`` calls.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,6 +19,7 @@ from ._grad_cam import batch_size_of, check_one_of, grad_cam, over_targets
 from ._interpolate import interpolate
 from ._split import _eager_no_grad, model_state, output_vjp, run
 from ._targets import TopK
+from ._types import CamResult, ChunkSize, Inputs, Layer, Model, Params, Target, Targets
 
 __all__ = ["guided_backprop", "guided_grad_cam"]
 
@@ -48,15 +53,15 @@ def _guide(model):
 
 
 def guided_backprop(
-    model,
-    inputs,
-    target=None,
+    model: Model,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    targets=None,
-    additional_forward_args=None,
-    params=None,
-    chunk_size="auto",
-):
+    targets: Targets = None,
+    additional_forward_args: Any = None,
+    params: Params | None = None,
+    chunk_size: ChunkSize = "auto",
+) -> CamResult:
     """Guided-backprop gradients at the inputs: like ``inputs`` (a tuple for a tuple).
 
     With ``targets`` (K of them, one forward) every result gains a leading K axis.
@@ -94,18 +99,18 @@ def guided_backprop(
 
 
 def guided_grad_cam(
-    model,
-    layer,
-    inputs,
-    target=None,
+    model: Model,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    targets=None,
-    additional_forward_args=None,
-    params=None,
-    attribute_to_layer_input=False,
-    interpolate_mode="nearest",
-    chunk_size="auto",
-):
+    targets: Targets = None,
+    additional_forward_args: Any = None,
+    params: Params | None = None,
+    attribute_to_layer_input: bool = False,
+    interpolate_mode: str = "nearest",
+    chunk_size: ChunkSize = "auto",
+) -> CamResult:
     """Guided backprop times the ReLU'd Grad-CAM upsampled to each input's size.
 
     Captum's ``GuidedGradCam``: for input (B, C, *S) returns (B, C, *S) (a tuple for a
@@ -130,7 +135,7 @@ def guided_grad_cam(
         attribute_to_layer_input=attribute_to_layer_input,
         **common,
     )
-    if isinstance(cams, tuple):
+    if not isinstance(cams, torch.Tensor):  # a tuple: one map per tensor of the layer
         raise GradCamError(
             "guided_grad_cam(..., layer=...): the layer's output holds several tensors; "
             "Guided Grad-CAM needs one map per example. Pick a layer with one output."

@@ -1,5 +1,10 @@
 """Upsample a CAM to the input's size (Captum's ``LayerAttribution.interpolate``)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
 import torch.nn.functional as F
 
 from ._checks import GradCamError
@@ -10,7 +15,9 @@ _LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _MODES = ("nearest", "nearest-exact", "area", "linear", "bilinear", "trilinear", "bicubic")
 
 
-def interpolate(attr, size, mode="nearest"):
+def interpolate(
+    attr: torch.Tensor, size: int | Sequence[int], mode: str = "nearest"
+) -> torch.Tensor:
     """``attr`` (B, C, *S) resized to (B, C, *size), for 1-D, 2-D and 3-D maps S.
 
     size: an int (every spatial axis) or a tuple with len(S) entries. mode: "nearest",

@@ -9,13 +9,17 @@
   above 1: the last stage (``layer4``), before the global pooling.
 """
 
+from __future__ import annotations
+
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._checks import GradCamError
 from ._split import _on_meta, model_state, run
+from ._types import Inputs
 
 __all__ = ["default_layer", "LayerChoiceWarning"]
 
@@ -73,7 +77,13 @@ def _trace(model, args, call):
     return started, spatial
 
 
-def default_layer(model, inputs, *, additional_forward_args=None, call="default_layer"):
+def default_layer(
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    additional_forward_args: Any = None,
+    call: str = "default_layer",
+) -> tuple[str, str]:
     """``(name, reason)``: the layer ``layer=None`` explains (see the module's rules).
 
     inputs as ``grad_cam`` takes them. One forward pass (on the meta device when the

@@ -1,11 +1,17 @@
 """Smoothing for any method: averages over noisy copies (SmoothGrad) or over test-time
 augmentations (flips and brightness), each computed as one batched call."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from ._cam import cam
 from ._checks import GradCamError, as_tensor_tuple
 from ._targets import TopK
+from ._types import CamResult, Inputs, Layers, Model, Target, Targets
 
 __all__ = ["smooth_cam", "augmented_cam"]
 
@@ -38,18 +44,18 @@ def _explain_copies(model, layer, batches, target, targets, options, call):
 
 
 def smooth_cam(
-    model,
-    layer,
-    inputs,
-    target=None,
+    model: Model,
+    layer: Layers,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    targets=None,
-    samples=8,
-    noise_level=0.15,
-    stdev=None,
-    generator=None,
-    **options,
-):
+    targets: Targets = None,
+    samples: int = 8,
+    noise_level: float = 0.15,
+    stdev: float | None = None,
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> CamResult:
     """The mean CAM over ``samples`` noisy copies of the inputs (SmoothGrad, applied to
     any ``cam`` method, as SmoothGrad-CAM++ does for Grad-CAM++).
 
@@ -84,16 +90,16 @@ def smooth_cam(
 
 
 def augmented_cam(
-    model,
-    layer,
-    inputs,
-    target=None,
+    model: Model,
+    layer: Layers,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    targets=None,
-    flips=(False, True),
-    scales=(0.9, 1.0, 1.1),
-    **options,
-):
+    targets: Targets = None,
+    flips: Sequence[bool] = (False, True),
+    scales: Sequence[float] = (0.9, 1.0, 1.1),
+    **options: Any,
+) -> CamResult:
     """The mean CAM over test-time augmentations: each horizontal flip (the map flipped
     back before averaging) times each brightness scale, pytorch-grad-cam's
     ``aug_smooth`` (a flip and scales 0.9, 1, 1.1). One batch of all copies.

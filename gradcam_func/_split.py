@@ -22,10 +22,14 @@ checked on every call (shapes, and that the layer received the perturbed tensors
 stale entry is corrected by a new probe, never used.
 """
 
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import functools
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +47,7 @@ from ._checks import (
 )
 from ._outputs import entries_like, flatten, unflatten
 from ._producers import Ops, source_of
+from ._types import Inputs, Layer, Model, Params
 
 __all__ = [
     "layer_vjp",
@@ -55,7 +60,8 @@ __all__ = [
     "keep_graph",
 ]
 
-_SPECS = weakref.WeakKeyDictionary()  # layer module -> {signature: spec}
+_SPECS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
+# layer module -> {signature: spec}
 _KEEP_GRAPH = contextvars.ContextVar("keep_graph", default=False)
 
 
@@ -637,14 +643,14 @@ def forward_with(
 
 
 def layer_vjp(
-    model,
-    layer,
-    inputs,
+    model: Model,
+    layer: Layer,
+    inputs: Inputs,
     *,
-    additional_forward_args=None,
-    params=None,
-    attribute_to_layer_input=False,
-):
+    additional_forward_args: Any = None,
+    params: Params | None = None,
+    attribute_to_layer_input: bool = False,
+) -> tuple[Any, Any, Callable[[Any], Any]]:
     """The model split at ``layer``: ``(output, activation, pullback)``.
 
     model: an nn.Module or a callable that calls ``layer``; inputs: a Tensor or a tuple

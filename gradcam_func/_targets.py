@@ -8,6 +8,11 @@ returned it (Tensor, tuple, dict, dataclass, ``ModelOutput``) and gives the VJP 
 score, so non-linear scores are exact.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ._checks import GradCamError, _describe
@@ -107,7 +112,7 @@ class _Picked:
         ]
 
 
-def top_k(k, scores=None):
+def top_k(k: int, scores: Callable[[Any], torch.Tensor] | None = None) -> TopK:
     """Each example's ``k`` highest-scoring classes, as ``targets=top_k(k)``.
 
     scores: for a model that returns a structure, a callable that picks the (B, N)
@@ -260,13 +265,13 @@ def cotangent(output, target, batch, call="grad_cam", argument="target"):
         target = (target,)
     if isinstance(target, tuple):
         check_index(target, output, call, argument)
-        zeros[(slice(None), *target)] = 1
+        zeros[(slice(None),) + target] = 1
         return (zeros,)
     if isinstance(target, list):
         for i, index in enumerate(_per_example(target, output, call, argument)):
             index = index if isinstance(index, tuple) else (index,)
             check_index(index, output, call, f"{argument}[{i}]")
-            zeros[(i, *index)] = 1
+            zeros[(i,) + index] = 1
         return (zeros,)
     raise GradCamError(
         f"{call}(..., {argument}=...): expected None, an int, a tuple of ints, an integer "

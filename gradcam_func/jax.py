@@ -10,6 +10,11 @@ give (K, B, 1, *S). JAX convolutions are usually channels-last, (B, *S, C): pass
 ``channel_axis=-1`` and the CAM comes back channels-last too, (B, *S, 1).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 try:
     import jax
     import jax.numpy as jnp
@@ -19,6 +24,7 @@ except ImportError as error:
         "for Flax models)."
     ) from error
 import numpy as np
+import torch
 
 from . import ops
 from ._checks import GradCamError
@@ -35,7 +41,9 @@ __all__ = [
 ]
 
 
-def layer_vjp(trunk, head, inputs):
+def layer_vjp(
+    trunk: Callable[[Any], Any], head: Callable[[Any], Any], inputs: Any
+) -> tuple[Any, Any, Callable[[Any], Any]]:
     """``(output, activation, pullback)`` for a model split as ``head(trunk(inputs))``.
 
     pullback(cotangent shaped like output) -> gradient at the activation; map it over
@@ -80,7 +88,7 @@ def cotangent(output, target, argument="target", call="grad_cam"):
             call,
             argument,
         )
-        return jnp.zeros_like(output).at[(slice(None), *target)].set(1)
+        return jnp.zeros_like(output).at[(slice(None),) + tuple(target)].set(1)
     classes = jnp.asarray(target)
     if not jnp.issubdtype(classes.dtype, jnp.integer) or classes.ndim > 1:
         raise GradCamError(
@@ -148,8 +156,16 @@ def _explain(output, acts, pullback, target, targets, relu, sum_channels, channe
 
 
 def grad_cam(
-    trunk, head, inputs, target=None, *, targets=None, relu=False, sum_channels=True, channel_axis=1
-):
+    trunk: Callable[[Any], Any],
+    head: Callable[[Any], Any],
+    inputs: Any,
+    target: Any = None,
+    *,
+    targets: Any = None,
+    relu: bool = False,
+    sum_channels: bool = True,
+    channel_axis: int = 1,
+) -> Any:
     """Grad-CAM of ``head(trunk(inputs))`` at the activation ``trunk(inputs)``.
 
     Activation (B, C, *S) (or channels at ``channel_axis``); returns (B, 1, *S), or
@@ -162,7 +178,9 @@ def grad_cam(
     )
 
 
-def flax_layer_vjp(model, variables, inputs, layer):
+def flax_layer_vjp(
+    model: Any, variables: Any, inputs: Any, layer: str
+) -> tuple[Any, Any, Callable[[Any], Any]]:
     """``(output, activation, pullback)`` of a Flax linen ``model`` at submodule ``layer``.
 
     layer: the submodule's path as a dotted name, e.g. ``"conv2"`` or ``"block.conv"``.
@@ -206,17 +224,17 @@ def flax_layer_vjp(model, variables, inputs, layer):
 
 
 def grad_cam_flax(
-    model,
-    variables,
-    inputs,
-    layer,
-    target=None,
+    model: Any,
+    variables: Any,
+    inputs: Any,
+    layer: str,
+    target: Any = None,
     *,
-    targets=None,
-    relu=False,
-    sum_channels=True,
-    channel_axis=-1,
-):
+    targets: Any = None,
+    relu: bool = False,
+    sum_channels: bool = True,
+    channel_axis: int = -1,
+) -> Any:
     """Grad-CAM of a Flax linen ``model`` at the submodule ``layer`` (dotted path).
 
     Flax convolutions are channels-last, so ``channel_axis`` defaults to -1: an
@@ -228,7 +246,7 @@ def grad_cam_flax(
     )
 
 
-def to_jax(tensor):
+def to_jax(tensor: torch.Tensor) -> Any:
     """A torch tensor as a JAX array through DLPack, sharing its memory where JAX allows.
 
     Shared: dense layouts, contiguous or a permutation of contiguous (e.g. ``t.T``).
@@ -237,13 +255,14 @@ def to_jax(tensor):
     first: DLPack carries no autograd graph.
     """
     tensor = tensor.detach()
-    by_stride = sorted(range(tensor.ndim), key=lambda d: -tensor.stride(d))
+    strides = tensor.stride()
+    by_stride = sorted(range(tensor.ndim), key=lambda d: -strides[d])
     if not tensor.permute(by_stride).is_contiguous():
         tensor = tensor.contiguous()
     return jnp.from_dlpack(tensor)
 
 
-def to_torch(array):
+def to_torch(array: Any) -> torch.Tensor:
     """A JAX array as a torch tensor through DLPack, sharing memory where both allow.
 
     JAX arrays are immutable: treat the tensor as read-only, or ``.clone()`` it.

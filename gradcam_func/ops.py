@@ -6,12 +6,16 @@ returns an array of the same library. Nothing here imports torch or jax.
 Shape letters: B batch, C channels, S spatial (any number of axes, possibly none).
 """
 
+from __future__ import annotations
+
 from array_api_compat import array_namespace
+
+from ._types import Array
 
 __all__ = ["pool_gradients", "weight_activations", "relu", "grad_cam_from", "normalize"]
 
 
-def pool_gradients(grads):
+def pool_gradients(grads: Array) -> Array:
     """Mean of the gradients over the spatial axes.
 
     grads: (B, C, *S). Returns (B, C, 1, ..., 1). An array with ndim <= 2 is returned
@@ -23,7 +27,7 @@ def pool_gradients(grads):
     return xp.mean(grads, axis=tuple(range(2, grads.ndim)), keepdims=True)
 
 
-def weight_activations(weights, acts, sum_channels=True):
+def weight_activations(weights: Array, acts: Array, sum_channels: bool = True) -> Array:
     """Activations scaled by per-channel weights.
 
     weights: broadcastable to acts, usually (B, C, 1, ..., 1); acts: (B, C, *S).
@@ -36,13 +40,15 @@ def weight_activations(weights, acts, sum_channels=True):
     return xp.sum(scaled, axis=1, keepdims=True)
 
 
-def relu(x):
+def relu(x: Array) -> Array:
     """max(x, 0) element-wise, with gradient 0 at 0 (as ``torch.nn.functional.relu``)."""
     xp = array_namespace(x)
     return xp.where(x > 0, x, xp.zeros_like(x))
 
 
-def grad_cam_from(acts, grads, *, relu=False, sum_channels=True):
+def grad_cam_from(
+    acts: Array, grads: Array, *, relu: bool = False, sum_channels: bool = True
+) -> Array:
     """Grad-CAM from a layer's activations and the gradients of a score at them.
 
     acts, grads: (B, C, *S). Returns (B, 1, *S), or (B, C, *S) with
@@ -55,7 +61,7 @@ def grad_cam_from(acts, grads, *, relu=False, sum_channels=True):
 _relu = relu
 
 
-def normalize(cams, eps=1e-12):
+def normalize(cams: Array, eps: float = 1e-12) -> Array:
     """Each map scaled to [0, 1] by its own min and max.
 
     cams: (B, C, *S), normalized over S for each (b, c); an array with ndim <= 2 is

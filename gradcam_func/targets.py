@@ -21,11 +21,15 @@ callable ``out -> Tensor`` where the default guess (the Tensor itself, ``out.log
 ``out["out"]``, ...) does not fit.
 """
 
-from collections.abc import Mapping
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ._checks import GradCamError, _describe
+from ._types import ScoreFn
 
 __all__ = ["segmentation", "detection", "similarity", "regression", "contrast", "finer", "box_iou"]
 
@@ -61,7 +65,13 @@ class _Target:
         return self.__name__
 
 
-def segmentation(cls, mask=None, *, reduction="sum", logits=None):
+def segmentation(
+    cls: int,
+    mask: torch.Tensor | None = None,
+    *,
+    reduction: str = "sum",
+    logits: Callable[[Any], torch.Tensor] | None = None,
+) -> ScoreFn:
     """Class ``cls``'s logits summed (``reduction="mean"``: averaged) over ``mask``
     (a bool (H, W) or per-example (B, H, W) tensor), or, without a mask, over the pixels
     whose predicted class (the argmax over classes) is ``cls``.
@@ -96,7 +106,7 @@ def segmentation(cls, mask=None, *, reduction="sum", logits=None):
     return _Target(name, score)
 
 
-def box_iou(a, b):
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Intersection over union of boxes ``a`` (N, 4) and ``b`` (M, 4), both
     ``(x0, y0, x1, y1)``: (N, M). Differentiable in both."""
     low = torch.maximum(a[:, None, :2], b[None, :, :2])
@@ -113,7 +123,13 @@ def _cxcywh_to_xyxy(boxes):
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
-def detection(box, cls, *, iou_threshold=0.5, box_terms=False):
+def detection(
+    box: torch.Tensor | Sequence[float],
+    cls: int,
+    *,
+    iou_threshold: float = 0.5,
+    box_terms: bool = False,
+) -> ScoreFn:
     """The score of the predicted box that best matches ``box`` (highest IoU, above
     ``iou_threshold``) for class ``cls``, per example; with ``box_terms=True`` plus that
     IoU, so the box's position counts too (pytorch-grad-cam's FasterRCNNBoxScoreTarget
@@ -186,7 +202,9 @@ def _torchvision_score(output, box, cls, iou_threshold, box_terms):
     return torch.where(overlap[best] > iou_threshold, value, torch.zeros_like(value))
 
 
-def similarity(reference, *, embedding=None):
+def similarity(
+    reference: torch.Tensor, *, embedding: Callable[[Any], torch.Tensor] | None = None
+) -> ScoreFn:
     """The cosine similarity of the output's embedding (B, D) to ``reference`` (D,)
     (or one per example, (B, D)): how much an image matches a text's embedding (CLIP),
     or a query.
@@ -208,7 +226,12 @@ def similarity(reference, *, embedding=None):
     return _Target("similarity(reference)", score)
 
 
-def regression(index=None, *, reduce=None, values=None):
+def regression(
+    index: int | tuple[int, ...] | None = None,
+    *,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    values: Callable[[Any], torch.Tensor] | None = None,
+) -> ScoreFn:
     """One coordinate of a regression output, ``out[:, index]`` (an int, or a tuple for
     several axes), or any reduction ``reduce(values) -> (B,)`` (e.g. the norm of a
     predicted vector). ``values(out)`` picks the Tensor from a structured output."""
@@ -221,12 +244,17 @@ def regression(index=None, *, reduce=None, values=None):
 
     def score(output):
         tensor = _pick(output, values, "values", "regression(...)")
-        return reduce(tensor) if reduce is not None else tensor[(slice(None), *index)]
+        return reduce(tensor) if reduce is not None else tensor[(slice(None),) + tuple(index or ())]
 
     return _Target(f"regression({index if reduce is None else 'reduce'})", score)
 
 
-def contrast(a, b, *, logits=None):
+def contrast(
+    a: int | torch.Tensor,
+    b: int | torch.Tensor,
+    *,
+    logits: Callable[[Any], torch.Tensor] | None = None,
+) -> ScoreFn:
     """Class a's score minus class b's: what makes the model choose a over b."""
 
     def score(output):
@@ -236,7 +264,9 @@ def contrast(a, b, *, logits=None):
     return _Target(f"contrast({a}, {b})", score)
 
 
-def finer(a, similar=3, *, logits=None):
+def finer(
+    a: int | torch.Tensor, similar: int = 3, *, logits: Callable[[Any], torch.Tensor] | None = None
+) -> ScoreFn:
     """Class a's score minus the mean score of the ``similar`` classes the model scores
     closest to a in each example (Finer-CAM's comparison with confusable classes), or
     minus the mean of the classes listed in ``similar``."""

@@ -5,6 +5,12 @@ Takes torch tensors or NumPy arrays. matplotlib (the ``viz`` extra) is imported 
 inside the functions that need it.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -34,7 +40,9 @@ def _as_hwc(image):
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
-def overlay(cam, image, *, cmap="jet", alpha=0.5, normalize=True):
+def overlay(
+    cam: Any, image: Any, *, cmap: str = "jet", alpha: float = 0.5, normalize: bool = True
+) -> np.ndarray:
     """``cam`` coloured by ``cmap`` and blended over ``image``: (H, W, 3) floats in [0, 1].
 
     cam: (h, w) or (1, h, w), upsampled bilinearly to the image's (H, W); image: see
@@ -62,8 +70,16 @@ def overlay(cam, image, *, cmap="jet", alpha=0.5, normalize=True):
 
 
 def save_grid(
-    images, cams, path, titles=None, *, image_titles=None, cmap="jet", alpha=0.5, dpi=100
-):
+    images: Any,
+    cams: Any,
+    path: str | os.PathLike[str],
+    titles: Sequence[Sequence[str]] | None = None,
+    *,
+    image_titles: Sequence[str] | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    dpi: int = 100,
+) -> str | os.PathLike[str]:
     """A PNG with one row per image: the image, then its CAM for each target.
 
     images: (N, ...) images as ``overlay`` takes them; cams: (K, N, 1, h, w) or
@@ -115,7 +131,14 @@ def _numpy(value):
     )
 
 
-def save_signal(signal, cam, path, *, title=None, cmap="jet"):
+def save_signal(
+    signal: Any,
+    cam: Any,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    cmap: str = "jet",
+) -> str | os.PathLike[str]:
     """A 1-D CAM drawn under its signal: the signal's channels as lines over a colour
     band of the CAM (upsampled linearly to the signal's length). Returns the path.
 
@@ -147,7 +170,16 @@ def save_signal(signal, cam, path, *, title=None, cmap="jet"):
     return path
 
 
-def save_volume(volume, cam, path, *, axis=0, slices=8, cmap="jet", alpha=0.5):
+def save_volume(
+    volume: Any,
+    cam: Any,
+    path: str | os.PathLike[str],
+    *,
+    axis: int = 0,
+    slices: int = 8,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+) -> str | os.PathLike[str]:
     """A 3-D CAM over its volume as a row of slices along ``axis``. Returns the path.
 
     volume: (D, H, W) (or (1, D, H, W)); cam: (1, d, h, w) or (d, h, w), upsampled
@@ -175,7 +207,15 @@ def save_volume(volume, cam, path, *, axis=0, slices=8, cmap="jet", alpha=0.5):
     return path
 
 
-def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
+def save_video(
+    frames: Any,
+    cams: Any,
+    path: str | os.PathLike[str],
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    fps: int = 4,
+) -> str | os.PathLike[str]:
     """A video's CAM frame by frame: an animated GIF for a ``.gif`` path, else a strip
     of frames as a PNG. Returns the path.
 
@@ -207,7 +247,7 @@ def save_video(frames, cams, path, *, cmap="jet", alpha=0.5, fps=4):
         movie = animation.FuncAnimation(
             figure, lambda i: shown.set_data(pictures[i]), frames=len(pictures)
         )
-        movie.save(path, writer=animation.PillowWriter(fps=fps))
+        movie.save(os.fspath(path), writer=animation.PillowWriter(fps=fps))
         plt.close(figure)
         return path
     figure, axes = plt.subplots(1, len(pictures), figsize=(1.6 * len(pictures), 1.8), squeeze=False)

@@ -9,14 +9,17 @@ with the mean of the channels' maps, so the map is reproducible across SVD
 implementations and positive where the channels are, on average.
 """
 
+from __future__ import annotations
+
 from array_api_compat import array_namespace
 
+from .._types import Array
 from ..ops import relu as _relu
 
 __all__ = ["first_component", "eigencam_from", "eigengradcam_from"]
 
 
-def first_component(values, *, center=False, fix_sign=True):
+def first_component(values: Array, *, center: bool = False, fix_sign: bool = True) -> Array:
     """Projection of each example's positions on its first principal direction.
 
     values: (B, C, *S). Returns (B, 1, *S). center: subtract each feature's mean over
@@ -37,7 +40,9 @@ def first_component(values, *, center=False, fix_sign=True):
     return xp.reshape(projection, (batch, 1, *values.shape[2:]))
 
 
-def eigencam_from(acts, *, relu=False, center=False, fix_sign=True):
+def eigencam_from(
+    acts: Array, *, relu: bool = False, center: bool = False, fix_sign: bool = True
+) -> Array:
     """Eigen-CAM: the activations' first principal component, (B, C, *S) -> (B, 1, *S).
 
     Needs no target: with ``targets=``, every target gets the same map.
@@ -46,7 +51,14 @@ def eigencam_from(acts, *, relu=False, center=False, fix_sign=True):
     return _relu(cam) if relu else cam
 
 
-def eigengradcam_from(acts, grads, *, relu=False, center=True, fix_sign=True):
+def eigengradcam_from(
+    acts: Array,
+    grads: Array,
+    *,
+    relu: bool = False,
+    center: bool = True,
+    fix_sign: bool = True,
+) -> Array:
     """EigenGrad-CAM: the first principal component of ``grads * acts``: (B, 1, *S).
 
     Centered by default, as pytorch-grad-cam (which introduced it) computes it.

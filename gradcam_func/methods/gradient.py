@@ -19,9 +19,13 @@ They differ only in how channels (or positions) are weighted:
   sum.
 """
 
+from __future__ import annotations
+
 from array_api_compat import array_namespace
 
-from ..ops import relu as _relu, weight_activations
+from .._types import Array
+from ..ops import relu as _relu
+from ..ops import weight_activations
 
 __all__ = [
     "gradcam_pp_weights",
@@ -41,7 +45,7 @@ def _spatial_sum(x):
     return xp.sum(x, axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
-def gradcam_pp_weights(acts, grads):
+def gradcam_pp_weights(acts: Array, grads: Array) -> Array:
     """Grad-CAM++ channel weights: (B, C, *S) -> (B, C, 1, ..., 1)."""
     xp = array_namespace(acts, grads)
     squared = grads * grads
@@ -55,7 +59,7 @@ def gradcam_pp_weights(acts, grads):
     return _spatial_sum(alpha * _relu(grads))
 
 
-def xgradcam_weights(acts, grads, eps=1e-7):
+def xgradcam_weights(acts: Array, grads: Array, eps: float = 1e-07) -> Array:
     """XGradCAM channel weights: (B, C, *S) -> (B, C, 1, ..., 1)."""
     return _spatial_sum(grads * acts) / (_spatial_sum(acts) + eps)
 
@@ -64,27 +68,37 @@ def _finish(cam, relu):
     return _relu(cam) if relu else cam
 
 
-def gradcam_pp_from(acts, grads, *, relu=False, sum_channels=True):
+def gradcam_pp_from(
+    acts: Array, grads: Array, *, relu: bool = False, sum_channels: bool = True
+) -> Array:
     """Grad-CAM++ map: (B, 1, *S), or (B, C, *S) with ``sum_channels=False``."""
     return _finish(weight_activations(gradcam_pp_weights(acts, grads), acts, sum_channels), relu)
 
 
-def xgradcam_from(acts, grads, *, relu=False, sum_channels=True):
+def xgradcam_from(
+    acts: Array, grads: Array, *, relu: bool = False, sum_channels: bool = True
+) -> Array:
     """XGradCAM map: (B, 1, *S), or (B, C, *S) with ``sum_channels=False``."""
     return _finish(weight_activations(xgradcam_weights(acts, grads), acts, sum_channels), relu)
 
 
-def hirescam_from(acts, grads, *, relu=False, sum_channels=True):
+def hirescam_from(
+    acts: Array, grads: Array, *, relu: bool = False, sum_channels: bool = True
+) -> Array:
     """HiResCAM map, element-wise gradient times activation: (B, 1, *S) or (B, C, *S)."""
     return _finish(weight_activations(grads, acts, sum_channels), relu)
 
 
-def layercam_from(acts, grads, *, relu=False, sum_channels=True):
+def layercam_from(
+    acts: Array, grads: Array, *, relu: bool = False, sum_channels: bool = True
+) -> Array:
     """LayerCAM map, positive gradient times activation: (B, 1, *S) or (B, C, *S)."""
     return _finish(weight_activations(_relu(grads), acts, sum_channels), relu)
 
 
-def gradcam_elementwise_from(acts, grads, *, relu=False, sum_channels=True):
+def gradcam_elementwise_from(
+    acts: Array, grads: Array, *, relu: bool = False, sum_channels: bool = True
+) -> Array:
     """Element-wise Grad-CAM, sum_c relu(g_c * A_c): (B, 1, *S) or (B, C, *S)."""
     xp = array_namespace(acts, grads)
     contributions = _relu(grads * acts)

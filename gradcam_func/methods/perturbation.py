@@ -32,6 +32,11 @@ Conventions (``convention=``), where the libraries differ from the papers:
 ==================  ==================================================================
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -71,18 +76,18 @@ def _sample_scales(method, samples):
 
 
 def masking_weights(
-    forward,
-    inputs,
-    acts,
-    target_scores,
+    forward: Callable[[torch.Tensor, torch.Tensor], Any],
+    inputs: torch.Tensor,
+    acts: torch.Tensor,
+    target_scores: Any,
     *,
-    method,
-    convention,
-    samples,
-    noise,
-    batch_size,
-    generator,
-):
+    method: str,
+    convention: str,
+    samples: int,
+    noise: float,
+    batch_size: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """Score-CAM / SS-CAM / IS-CAM channel weights: (K, B, C).
 
     forward: ``(masked, examples) -> output`` for a batch of masked inputs, copies of
@@ -97,7 +102,7 @@ def masking_weights(
     index = torch.arange(rows, device=inputs.device)
     bs, cs, ss = index // (channels * samples), (index // samples) % channels, index % samples
     probability = convention == "paper" and method == "scorecam"
-    scores = []
+    chunks = []
     for start in range(0, rows, batch_size):
         row = slice(start, start + batch_size)
         mask = masks[bs[row], cs[row]].unsqueeze(1) * scales[ss[row]].view(
@@ -107,12 +112,12 @@ def masking_weights(
             mask = mask + noise * torch.randn(
                 mask.shape, generator=generator, dtype=mask.dtype, device="cpu"
             ).to(mask.device)
-        scores.append(
+        chunks.append(
             target_scores(
                 forward(inputs[bs[row]] * mask, bs[row]), bs[row], probability=probability
             )
         )
-    scores = torch.cat(scores, 1).reshape(-1, batch, channels, samples).mean(-1)  # (K, B, C)
+    scores = torch.cat(chunks, 1).reshape(-1, batch, channels, samples).mean(-1)  # (K, B, C)
     if method == "scorecam" and convention == "paper":
         return scores
     if convention == "torchcam" or method != "scorecam":
@@ -122,7 +127,15 @@ def masking_weights(
     return scores.softmax(-1)
 
 
-def ablation_weights(head, acts, channel_axis, clean, *, convention, batch_size):
+def ablation_weights(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    acts: torch.Tensor,
+    channel_axis: int,
+    clean: torch.Tensor,
+    *,
+    convention: str,
+    batch_size: int | None,
+) -> torch.Tensor:
     """Ablation-CAM channel weights ``(y - y_c) / y``: (K, B, C); 0 where y = 0.
 
     head: ``act -> (K, B) scores`` with the layer's output replaced by ``act`` (in the

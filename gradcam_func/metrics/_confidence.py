@@ -7,8 +7,15 @@ x and O its score on E. The paper's Average Drop is ``100 * drop.mean()`` and it
 Increase in Confidence ``100 * increase.float().mean()``.
 """
 
-from collections import namedtuple
+from __future__ import annotations
 
+from collections import namedtuple
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .._types import Target, Targets
 from ..ops import normalize
 from ._curves import DEFAULT_BATCH_SIZE, _matching
 from ._inputs import Scorer, check_image_batch, check_positive, grid_rows
@@ -19,8 +26,15 @@ ConfidenceChange = namedtuple("ConfidenceChange", "drop increase")
 
 
 def confidence_change(
-    model, inputs, cams, target=None, *, targets=None, batch_size=None, additional_forward_args=None
-):
+    model: Callable[..., Any],
+    inputs: torch.Tensor,
+    cams: Any,
+    target: Target = None,
+    *,
+    targets: Targets = None,
+    batch_size: int | None = None,
+    additional_forward_args: Any = None,
+) -> ConfidenceChange:
     """Per example: ``(drop, increase)``, each (B,) (or (K, B) with ``targets``).
 
     Scores: softmax probability for index targets, the value for callables.

@@ -7,10 +7,16 @@ perturbed copy of an input, built on the fly and scored in batched forwards of
 ``batch_size`` copies under ``no_grad``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from .._checks import GradCamError, _describe
+from .._types import Target, Targets
 from ._imputation import noisy_linear_imputation
 from ._inputs import Scorer, cam_stack, check_image_batch, check_positive, grid_rows
 
@@ -39,7 +45,7 @@ def _ranks(cams, patch_size, call):
     if patch_size is not None:
         for axis in range(len(size)):
             ranks = ranks.repeat_interleave(patch_size, dim=axis + 1)
-        ranks = ranks[(slice(None), *(slice(0, n) for n in size))]
+        ranks = ranks[(slice(None),) + tuple(slice(0, n) for n in size)]
     return ranks.reshape(k, b, *size), order.shape[1]
 
 
@@ -136,18 +142,18 @@ def _matching(cams, inputs, scorer, call):
 
 
 def deletion(
-    model,
-    inputs,
-    cams,
-    target=None,
+    model: Callable[..., Any],
+    inputs: torch.Tensor,
+    cams: Any,
+    target: Target = None,
     *,
-    targets=None,
-    steps=20,
-    baseline="zero",
-    batch_size=None,
-    patch_size=None,
-    additional_forward_args=None,
-):
+    targets: Targets = None,
+    steps: int = 20,
+    baseline: str | float | torch.Tensor = "zero",
+    batch_size: int | None = None,
+    patch_size: int | None = None,
+    additional_forward_args: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Deletion curve: the target's score as the CAM's top positions are removed.
 
     inputs: (B, C, *S); cams: (B, 1, *s) (or (K, B, 1, *s) with ``targets``), upsampled
@@ -176,18 +182,18 @@ def deletion(
 
 
 def insertion(
-    model,
-    inputs,
-    cams,
-    target=None,
+    model: Callable[..., Any],
+    inputs: torch.Tensor,
+    cams: Any,
+    target: Target = None,
     *,
-    targets=None,
-    steps=20,
-    baseline="blur",
-    batch_size=None,
-    patch_size=None,
-    additional_forward_args=None,
-):
+    targets: Targets = None,
+    steps: int = 20,
+    baseline: str | float | torch.Tensor = "blur",
+    batch_size: int | None = None,
+    patch_size: int | None = None,
+    additional_forward_args: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Insertion curve: the score as the CAM's top positions are revealed on a baseline.
 
     Like ``deletion``, starting from the baseline: ``curves[..., 0]`` is the
@@ -210,19 +216,19 @@ def insertion(
 
 
 def road(
-    model,
-    inputs,
-    cams,
-    target=None,
+    model: Callable[..., Any],
+    inputs: torch.Tensor,
+    cams: Any,
+    target: Target = None,
     *,
-    targets=None,
-    percentages=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-    order="morf",
-    noise=0.01,
-    generator=None,
-    batch_size=None,
-    additional_forward_args=None,
-):
+    targets: Targets = None,
+    percentages: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    order: str = "morf",
+    noise: float = 0.01,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    additional_forward_args: Any = None,
+) -> torch.Tensor:
     """ROAD: the score after removing a share of pixels, imputed so the removal leaks
     no shape (noisy linear imputation, Rong et al. 2022).
 

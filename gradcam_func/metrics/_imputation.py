@@ -10,6 +10,8 @@ method solves it exactly (to float tolerance), for every image and channel at on
 with the matrix applied as a 3 x 3 convolution.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 
@@ -25,8 +27,14 @@ def _neighbours(x, kernel):
 
 
 def noisy_linear_imputation(
-    images, removed, *, noise=0.01, generator=None, tolerance=None, max_iterations=None
-):
+    images: torch.Tensor,
+    removed: torch.Tensor,
+    *,
+    noise: float = 0.01,
+    generator: torch.Generator | None = None,
+    tolerance: float | None = None,
+    max_iterations: int | None = None,
+) -> torch.Tensor:
     """``images`` (N, C, H, W) with the pixels where ``removed`` (N, H, W) is True
     replaced by the linear imputation plus N(0, noise^2) noise.
 

@@ -6,6 +6,10 @@ resolution, lies in the object's mask, or within ``tolerance`` pixels of it (Tor
 the CAM's positive mass that falls inside the mask. Boxes become masks by ``box_masks``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import torch
 
 from .._checks import GradCamError, _describe
@@ -14,7 +18,7 @@ from ._inputs import cam_stack
 __all__ = ["pointing_game", "energy_pointing_game", "box_masks"]
 
 
-def box_masks(boxes, size):
+def box_masks(boxes: torch.Tensor | Sequence[Sequence[float]], size: Sequence[int]) -> torch.Tensor:
     """Masks (B, H, W) from boxes (B, 4) or (B, n, 4), each ``(x0, y0, x1, y1)`` in
     pixels, half-open; several boxes per example are united. size: (H, W)."""
     boxes = torch.as_tensor(boxes)
@@ -67,7 +71,7 @@ def _masks_and_cams(cams, masks, call):
     return masks, grid[:, :, 0], stacked
 
 
-def pointing_game(cams, masks, *, tolerance=0):
+def pointing_game(cams: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0) -> torch.Tensor:
     """Hits (B,) bool, or (K, B) for stacked CAMs (K, B, 1, *s).
 
     cams: CAMs of any source, upsampled (n-linear) to the masks' size; masks: (B, *S)
@@ -102,7 +106,7 @@ def pointing_game(cams, masks, *, tolerance=0):
     return hits if stacked else hits[0]
 
 
-def energy_pointing_game(cams, masks):
+def energy_pointing_game(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The share of each CAM's positive mass inside its mask: (B,) or (K, B) in [0, 1].
 
     cams upsampled (n-linear) to the masks' size; a CAM with no positive mass scores 0.

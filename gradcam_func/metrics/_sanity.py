@@ -11,7 +11,11 @@ Each randomized weight is drawn from N(0, rms^2), rms the root mean square of th
 original tensor, so scales match; a tensor of zeros (a fresh bias) stays zero.
 """
 
+from __future__ import annotations
+
 from collections import namedtuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +23,7 @@ from torch import nn
 from .._checks import GradCamError, as_tensor_tuple, prepare_model
 from .._grad_cam import grad_cam
 from .._split import model_state, run
+from .._types import Explainer, Inputs, Layer, Target
 from ..ops import normalize
 
 __all__ = ["parameter_randomization", "Randomization", "rank_correlation", "ssim"]
@@ -38,7 +43,7 @@ def _torchmetrics(call):
     return image, regression
 
 
-def rank_correlation(maps, reference):
+def rank_correlation(maps: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Spearman's rank correlation of each map with its reference, over positions.
 
     maps, reference: (N, *S) -> (N,). Ties get their mean rank.
@@ -49,7 +54,7 @@ def rank_correlation(maps, reference):
     ).reshape(-1)
 
 
-def ssim(maps, reference):
+def ssim(maps: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """SSIM of each map with its reference after scaling both to [0, 1] per map.
 
     maps, reference: (N, 1, H, W) (or (N, 1, D, H, W)) -> (N,), each side at least 3.
@@ -111,18 +116,18 @@ def _stages(model, modules, args, call):
 
 
 def parameter_randomization(
-    model,
-    layer,
-    inputs,
-    target=None,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
     *,
-    explainer=grad_cam,
-    mode="cascading",
-    modules=None,
-    draws=1,
-    generator=None,
-    additional_forward_args=None,
-):
+    explainer: Explainer = grad_cam,
+    mode: str = "cascading",
+    modules: Sequence[str] | None = None,
+    draws: int = 1,
+    generator: torch.Generator | None = None,
+    additional_forward_args: Any = None,
+) -> Randomization:
     """The CAM of ``explainer`` under randomized weights, and its similarity to the
     original: ``Randomization(names, cams, spearman, spearman_abs, ssim)``.
 
@@ -178,21 +183,22 @@ def parameter_randomization(
     def explain(params):
         return explainer(model, layer, inputs, target, params=params, **kwargs)
 
-    cams, randomized = [], []
+    per_stage: list[torch.Tensor] = []
+    randomized: list[str] = []
     for name, params in stages:
         randomized = randomized + params if mode == "cascading" else params
         stacked = draw(randomized)
         try:
-            cams.append(torch.func.vmap(explain)(stacked).detach())
+            per_stage.append(torch.func.vmap(explain)(stacked).detach())
         except Exception:  # noqa: BLE001
             # The model does not run under vmap (train-mode BatchNorm, data-dependent
             # code): one draw at a time, where a real error shows again.
-            cams.append(
+            per_stage.append(
                 torch.stack(
                     [explain({k: v[d] for k, v in stacked.items()}) for d in range(draws)]
                 ).detach()
             )
-    cams = torch.stack(cams)  # (L, draws, B, 1, *s)
+    cams = torch.stack(per_stage)  # (L, draws, B, 1, *s)
     flat = cams.flatten(0, 2)  # (L * draws * B, 1, *s)
     reference = original.expand(cams.shape).flatten(0, 2)
     shape = cams.shape[:3]

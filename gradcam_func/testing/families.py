@@ -5,10 +5,14 @@ Every family is a function ``(seed, width, size) -> Case``: random weights from
 float64 (``Case.to`` converts), tiny enough for many hypothesis examples per second.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from .._types import Inputs
 
 __all__ = ["Case", "FAMILIES", "plain_cnn", "residual_cnn", "token_transformer", "two_input_cnn"]
 
@@ -29,7 +33,9 @@ class Case:
     classes: int
     extra_args: tuple = field(default_factory=tuple)
 
-    def inputs(self, batch, generator, dtype=torch.float64):
+    def inputs(
+        self, batch: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+    ) -> Inputs:
         """Inputs for ``batch`` examples: a Tensor, or a tuple for several inputs."""
         xs = tuple(
             torch.randn((batch, *shape), generator=generator, dtype=dtype)
@@ -37,7 +43,8 @@ class Case:
         )
         return xs if len(xs) > 1 else xs[0]
 
-    def to(self, dtype):
+    def to(self, dtype: torch.dtype) -> Case:
+        """The case with its model cast to ``dtype`` (in place, returned for chaining)."""
         self.model = self.model.to(dtype)
         return self
 
@@ -114,7 +121,7 @@ def _seeded(cls, seed, width, classes):
     return model
 
 
-def plain_cnn(seed, width=3, size=5, classes=4):
+def plain_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Case:
     return Case(
         "plain_cnn",
         _seeded(_PlainCNN, seed, width, classes),
@@ -124,7 +131,7 @@ def plain_cnn(seed, width=3, size=5, classes=4):
     )
 
 
-def residual_cnn(seed, width=3, size=5, classes=4):
+def residual_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Case:
     return Case(
         "residual_cnn",
         _seeded(_ResidualCNN, seed, width, classes),
@@ -134,7 +141,7 @@ def residual_cnn(seed, width=3, size=5, classes=4):
     )
 
 
-def token_transformer(seed, width=2, size=5, classes=4):
+def token_transformer(seed: int, width: int = 2, size: int = 5, classes: int = 4) -> Case:
     return Case(
         "token_transformer",
         _seeded(_TokenTransformer, seed, width, classes),
@@ -144,7 +151,7 @@ def token_transformer(seed, width=2, size=5, classes=4):
     )
 
 
-def two_input_cnn(seed, width=3, size=5, classes=4):
+def two_input_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Case:
     return Case(
         "two_input_cnn",
         _seeded(_TwoInputCNN, seed, width, classes),

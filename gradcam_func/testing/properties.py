@@ -30,15 +30,20 @@ Tolerances come from ``TOLERANCES`` by the result's dtype; every check takes
 ``tolerance=dict(rtol=..., atol=...)`` to override it.
 """
 
+from __future__ import annotations
+
 import copy
 import functools
 import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._split import model_state, run
 from .._targets import cotangent
+from .._types import Explainer, Inputs, Layer, Target
 
 __all__ = [
     "TOLERANCES",
@@ -167,7 +172,15 @@ def _other_target(output):
     return contrast
 
 
-def check_batch_independence(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_batch_independence(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """``E(x)[i] == E(x[i:i+1])[0]``: each example's CAM is its own."""
     batch = _args(inputs)[0].shape[0]
     whole = explainer(model, layer, inputs, target)
@@ -196,7 +209,15 @@ def _target_of_example(target, i):
     return target
 
 
-def check_target_stacking(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_target_stacking(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """``E(targets=[t1, ..., tK])[k] == E(target=tk)``, here for K = 3."""
     output = _output(model, inputs)
     targets = [target, 0, _other_target(output)]
@@ -208,7 +229,15 @@ def check_target_stacking(explainer, model, layer, inputs, target=None, *, toler
     )
 
 
-def check_target_linearity(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_target_linearity(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """``E(a s1 + b s2) == a E(s1) + b E(s2)``, a = 1.7, b = -0.6."""
     output = _output(model, inputs)
     s1, s2 = _score_of(target, output), _other_target(output)
@@ -220,7 +249,15 @@ def check_target_linearity(explainer, model, layer, inputs, target=None, *, tole
     )
 
 
-def check_scale_equivariance(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_scale_equivariance(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """``E(a s, relu=True) == a E(s, relu=True)`` for a = 2.5 > 0."""
     output = _output(model, inputs)
     score = _score_of(target, output)
@@ -264,7 +301,15 @@ def _layer_name(model, layer):
     raise AssertionError("channel_permutation: the layer is not a submodule of the model.")
 
 
-def check_channel_permutation(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_channel_permutation(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """The CAM is unchanged when the layer's channels come in another order (a copy of
     the model whose layer permutes its output channels and undoes it right after)."""
     name = _layer_name(model, layer)
@@ -294,7 +339,15 @@ def _activation_width(model, name, inputs):
     return seen[0]
 
 
-def check_relu_consistency(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_relu_consistency(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """``E(relu=True) == max(E(relu=False), 0)``."""
     on = explainer(model, layer, inputs, target, relu=True)
     off = explainer(model, layer, inputs, target, relu=False)
@@ -304,7 +357,15 @@ def check_relu_consistency(explainer, model, layer, inputs, target=None, *, tole
     )
 
 
-def check_channel_sum(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_channel_sum(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """``E(sum_channels=False).sum(1, keepdim=True) == E(sum_channels=True)``."""
     per_channel = explainer(model, layer, inputs, target, sum_channels=False)
     summed = explainer(model, layer, inputs, target, sum_channels=True)
@@ -359,7 +420,15 @@ def _compare_state(when, model, inputs, before):
             raise AssertionError(f"no_side_effects: {when}, inputs[{i}] changed.")
 
 
-def check_no_side_effects(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_no_side_effects(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """Parameters, buffers, hooks, inputs and training flags stay as they were, after a
     call and after a call in which the model raises (from a hook planted on the layer)."""
     before = _state_of(model, inputs)
@@ -387,7 +456,15 @@ def check_no_side_effects(explainer, model, layer, inputs, target=None, *, toler
     _compare_state("after a call in which the model raised", model, inputs, before)
 
 
-def check_differentiable(explainer, model, layer, inputs, target=None, *, tolerance=None):
+def check_differentiable(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    tolerance: Mapping[str, float] | None = None,
+) -> None:
     """In float64, ``torch.func.grad`` of ``sum(E * w)`` with respect to ``params`` and
     the inputs matches central finite differences along a random direction."""
     tolerance = tolerance or dict(rtol=FINITE_DIFFERENCES["rtol"], atol=FINITE_DIFFERENCES["atol"])
@@ -409,7 +486,7 @@ def check_differentiable(explainer, model, layer, inputs, target=None, *, tolera
         return sum((c * w).sum() for c, w in zip(parts, weights, strict=True))
 
     grads = torch.func.grad(loss, argnums=tuple(range(len(xs) + 1)))(params, *xs)
-    directions = [
+    directions: list[Any] = [
         {k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in params.items()}
     ]
     directions += [torch.randn(x.shape, generator=generator, dtype=x.dtype) for x in xs]
@@ -447,7 +524,7 @@ _NEEDS = {
 }
 
 
-def properties_of(explainer):
+def properties_of(explainer: Explainer) -> list[str]:
     """The names of the properties ``explainer`` should have.
 
     An explainer may say so itself with a ``properties`` attribute (a collection of
@@ -477,7 +554,16 @@ def _method_of(explainer):
     return None
 
 
-def check_all(explainer, model, layer, inputs, target=None, *, skip=(), tolerance=None):
+def check_all(
+    explainer: Explainer,
+    model: nn.Module,
+    layer: Layer,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    skip: Sequence[str] = (),
+    tolerance: Mapping[str, float] | None = None,
+) -> list[str]:
     """Run every property that applies to ``explainer`` (``properties_of``), except
     those named in ``skip``; raise the first AssertionError. Returns the names checked.
     """

@@ -15,6 +15,11 @@ smaller model, batch and seed) and replays.
         check_all(my_cam, *problem)
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 try:
     from hypothesis import strategies as st
     from hypothesis.extra.numpy import arrays
@@ -28,7 +33,8 @@ import numpy as np
 import torch
 
 from .._targets import TopK
-from .families import FAMILIES
+from .._types import Inputs, Target
+from .families import FAMILIES, Case
 
 __all__ = [
     "seeds",
@@ -46,20 +52,20 @@ __all__ = [
 ]
 
 
-def seeds():
+def seeds() -> st.SearchStrategy[int]:
     """Seeds for torch's generators: small, so failures shrink to seed 0."""
     return st.integers(min_value=0, max_value=2**16)
 
 
 @st.composite
 def models(
-    draw,
-    families=tuple(FAMILIES),
-    widths=st.integers(2, 4),
-    sizes=st.integers(3, 6),
-    classes=st.integers(2, 5),
-    dtype=torch.float64,
-):
+    draw: st.DrawFn,
+    families: Sequence[str] = tuple(FAMILIES),
+    widths: st.SearchStrategy[int] = st.integers(2, 4),
+    sizes: st.SearchStrategy[int] = st.integers(3, 6),
+    classes: st.SearchStrategy[int] = st.integers(2, 5),
+    dtype: torch.dtype = torch.float64,
+) -> Case:
     """A ``families.Case``: a small eval-mode model of one of ``families``."""
     family = draw(st.sampled_from(families))
     case = FAMILIES[family](
@@ -68,15 +74,19 @@ def models(
     return case.to(dtype)
 
 
-def layers_of(case):
+def layers_of(case: Case) -> st.SearchStrategy[str]:
     """One of the case's layers worth explaining, by name."""
     return st.sampled_from(case.layers)
 
 
 @st.composite
 def inputs_for(
-    draw, case, batches=st.integers(1, 3), dtype=torch.float64, requires_grad=st.booleans()
-):
+    draw: st.DrawFn,
+    case: Case,
+    batches: st.SearchStrategy[int] = st.integers(1, 3),
+    dtype: torch.dtype = torch.float64,
+    requires_grad: st.SearchStrategy[bool] = st.booleans(),
+) -> Inputs:
     """Inputs for ``case``: a Tensor (or tuple) of ``batches`` examples, finite and of
     unit scale, sometimes with ``requires_grad`` set (an explainer must not care)."""
     generator = torch.Generator().manual_seed(draw(seeds()))
@@ -104,7 +114,7 @@ class Score:
 class Contrast(Score):
     """``out[:, a] - out[:, b]``: what makes the model choose a over b."""
 
-    def __init__(self, a, b):
+    def __init__(self, a: int, b: int) -> None:
         self.a, self.b = a, b
 
     def __call__(self, out):
@@ -114,7 +124,7 @@ class Contrast(Score):
 class Probability(Score):
     """The softmax probability of class k: a non-linear score."""
 
-    def __init__(self, k):
+    def __init__(self, k: int) -> None:
         self.k = k
 
     def __call__(self, out):
@@ -123,10 +133,10 @@ class Probability(Score):
 
 @st.composite
 def targets_for(
-    draw,
-    classes,
-    batch,
-    forms=(
+    draw: st.DrawFn,
+    classes: int,
+    batch: int,
+    forms: Sequence[str] = (
         "int",
         "tuple",
         "scalar_tensor",
@@ -136,7 +146,7 @@ def targets_for(
         "contrast",
         "probability",
     ),
-):
+) -> Target:
     """One target of any form grad_cam accepts, for a (B, classes) output."""
     form = draw(st.sampled_from(forms))
     cls = st.integers(0, classes - 1)
@@ -158,24 +168,29 @@ def targets_for(
     return Probability(draw(cls))
 
 
-def target_lists(classes, batch, min_size=1, max_size=4):
+def target_lists(
+    classes: int, batch: int, min_size: int = 1, max_size: int = 4
+) -> st.SearchStrategy[list[Any]]:
     """A ``targets=`` list of K targets of mixed forms."""
     return st.lists(targets_for(classes, batch), min_size=min_size, max_size=max_size)
 
 
-def top_ks(classes):
+def top_ks(classes: int) -> st.SearchStrategy[TopK]:
     """``top_k(k)`` with 1 <= k <= classes."""
     return st.integers(1, classes).map(TopK)
 
 
 @st.composite
-def explanation_problems(draw, families=tuple(FAMILIES), **model_options):
+def explanation_problems(
+    draw: st.DrawFn, families: Sequence[str] = tuple(FAMILIES), **model_options: Any
+) -> tuple[torch.nn.Module, str, Inputs, Target]:
     """``(model, layer, inputs, target)``: everything ``check_all`` takes after the
     explainer, drawn together so the target fits the model and the batch."""
     case = draw(models(families, **model_options))
     inputs = draw(inputs_for(case, requires_grad=st.just(False)))
     batch = (inputs[0] if isinstance(inputs, tuple) else inputs).shape[0]
     layer = draw(layers_of(case))
+    model: torch.nn.Module
     if case.extra_args:
         model, layer = _WithArgs(case.model, case.extra_args), f"model.{layer}"
     else:
@@ -195,7 +210,9 @@ class _WithArgs(torch.nn.Module):
 
 
 @st.composite
-def activations_and_gradients(draw, min_spatial=0, max_spatial=3):
+def activations_and_gradients(
+    draw: st.DrawFn, min_spatial: int = 0, max_spatial: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """A layer's activations and a score's gradients at them: two float64 NumPy arrays
     of one shape (B, C, *S), B in 1..3, C in 1..4, each spatial side in 1..4, values in
     [-10, 10]. Convert with ``torch.from_numpy`` or ``jnp.asarray`` for other backends."""
