@@ -7,10 +7,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics,dev]'
+	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics,dev,docs]'
 	touch $@
 
-.PHONY: test lint typecheck mutate demo bench wheel-check
+.PHONY: test lint typecheck docs mutate demo bench wheel-check
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -22,6 +22,11 @@ lint: $(VENV)/.installed
 # mypy on the package, configured in pyproject.toml: zero errors.
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
+
+# The site in site/: the guides in docs/ and the API reference generated from the
+# docstrings; --strict (in mkdocs.yml) fails on any warning, a missing docstring included.
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/gradcam-func demo

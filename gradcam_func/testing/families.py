@@ -122,6 +122,8 @@ def _seeded(cls, seed, width, classes):
 
 
 def plain_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Case:
+    """Two convolutions, global pooling, a linear head: input (B, 3, size, size),
+    layers "conv1" and "conv2"; eval mode, float64, weights seeded by ``seed``."""
     return Case(
         "plain_cnn",
         _seeded(_PlainCNN, seed, width, classes),
@@ -132,6 +134,8 @@ def plain_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Cas
 
 
 def residual_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Case:
+    """Conv, BatchNorm and in-place ReLU around a skip connection: input
+    (B, 3, size, size), layers "stem", "conv1", "bn2"; BatchNorm statistics seeded too."""
     return Case(
         "residual_cnn",
         _seeded(_ResidualCNN, seed, width, classes),
@@ -142,6 +146,8 @@ def residual_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> 
 
 
 def token_transformer(seed: int, width: int = 2, size: int = 5, classes: int = 4) -> Case:
+    """A Transformer encoder block over tokens: input (B, size, 4), layers "embed"
+    and "block" (token outputs (B, T, D)), mean over tokens before the head."""
     return Case(
         "token_transformer",
         _seeded(_TokenTransformer, seed, width, classes),
@@ -152,6 +158,8 @@ def token_transformer(seed: int, width: int = 2, size: int = 5, classes: int = 4
 
 
 def two_input_cnn(seed: int, width: int = 3, size: int = 5, classes: int = 4) -> Case:
+    """Two image inputs (B, 3, size, size) and (B, 1, size, size) fused, plus a
+    non-tensor argument (1.5, in ``Case.extra_args``) that scales the scores."""
     return Case(
         "two_input_cnn",
         _seeded(_TwoInputCNN, seed, width, classes),
