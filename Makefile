@@ -28,6 +28,13 @@ typecheck: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(VENV)/bin/mkdocs build
 
+# Mutation testing (mutmut, configured in pyproject.toml) of the core modules against their
+# fast tests; slow (hours for every module on 2 cores), so not in CI. Pass a subset as
+# MUTANTS='gradcam_func.ops* gradcam_func._targets*'. docs/testing.md has the last score.
+mutate: $(VENV)/.installed
+	$(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut results
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/gradcam-func demo
 

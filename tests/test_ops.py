@@ -133,3 +133,23 @@ def test_ops_run_under_torch_vmap(pair):
     acts, grads = (torch.from_numpy(a) for a in pair)
     mapped = torch.func.vmap(lambda a, g: ops.grad_cam_from(a[None], g[None])[0])(acts, grads)
     assert_arrays_close(mapped.numpy(), ops.grad_cam_from(pair[0], pair[1]))
+
+
+@given(activations_and_gradients())
+def test_weight_activations_sums_channels_unless_told_not_to(pair):
+    weights, acts = pair
+    loop = np.stack([weights[:, c] * acts[:, c] for c in range(acts.shape[1])], axis=1)
+    assert_arrays_close(ops.weight_activations(weights, acts), loop.sum(axis=1, keepdims=True))
+    assert_arrays_close(ops.weight_activations(weights, acts, sum_channels=False), loop)
+
+
+@given(activations_and_gradients(min_spatial=1))
+def test_normalize_equals_a_loop_over_maps(pair):
+    cams, _ = pair
+    expected = np.zeros_like(cams)
+    for b in range(cams.shape[0]):
+        for c in range(cams.shape[1]):
+            low, high = cams[b, c].min(), cams[b, c].max()
+            if high - low > 1e-12:
+                expected[b, c] = (cams[b, c] - low) / (high - low)
+    assert_arrays_close(ops.normalize(cams), expected)
