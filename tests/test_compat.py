@@ -267,3 +267,18 @@ def test_refuses_grad_kwargs_it_does_not_know():
         r"can honour; it takes 'create_graph', 'retain_graph'",
     ):
         LayerGradCam(net, net.conv1).attribute(grid(), 0, grad_kwargs={"only_inputs": True})
+
+
+def test_names_every_unknown_grad_kwarg():
+    net = OneConv()
+    with pytest.raises(GradCamError, match=r"'is_grads_batched', 'only_inputs' is not a torch"):
+        LayerGradCam(net, net.conv1).attribute(
+            grid(), 0, grad_kwargs={"only_inputs": True, "is_grads_batched": False}
+        )
+
+
+def test_keeps_device_ids_as_captum_does():
+    net = OneConv()
+    ours = LayerGradCam(net, net.conv1, device_ids=[0, 1])
+    theirs = CaptumLayerGradCam(net, net.conv1, device_ids=[0, 1])
+    assert ours.device_ids == theirs.device_ids == [0, 1]
