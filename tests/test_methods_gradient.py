@@ -155,3 +155,28 @@ def test_xgradcam_is_differentiable_after_a_relu():
     case = ZOO["plain_cnn"](torch.float64)
     explainer = functools.partial(gf.cam, method="xgradcam")
     properties.check_differentiable(explainer, case.model, "relu2", case.inputs[0], 1)
+
+
+MAP_FUNCTIONS = [
+    methods.gradcam_pp_from,
+    methods.xgradcam_from,
+    methods.hirescam_from,
+    methods.layercam_from,
+    methods.gradcam_elementwise_from,
+]
+
+
+@pytest.mark.parametrize("cam_from", MAP_FUNCTIONS, ids=lambda f: f.__name__)
+@given(pair=activations_and_gradients())
+def test_relu_and_sum_channels_are_honoured(cam_from, pair):
+    """Properties every map function must have: the per-channel maps sum to the map,
+    ``relu=True`` is max(map, 0), and the default is neither."""
+    acts, grads = pair
+    summed, per_channel = cam_from(acts, grads), cam_from(acts, grads, sum_channels=False)
+    assert per_channel.shape == acts.shape
+    assert summed.shape == (acts.shape[0], 1, *acts.shape[2:])
+    assert_arrays_close(per_channel.sum(axis=1, keepdims=True), summed)
+    assert_arrays_close(cam_from(acts, grads, relu=True), np.maximum(summed, 0))
+    assert_arrays_close(
+        cam_from(acts, grads, relu=True, sum_channels=False), np.maximum(per_channel, 0)
+    )
