@@ -51,7 +51,12 @@ def test_nearest_upsampling_repeats_cells():
             r"has 2 spatial axes, so size needs 2",
         ),
         (torch.zeros(1, 4), (8,), "nearest", r"expected a CAM of shape \(B, C, \*S\) with 1 to 3"),
-        (torch.zeros(1, 1, 4), (8,), "cubic", r"mode='cubic'\): expected one of nearest, nearest-exact, area, linear"),
+        (
+            torch.zeros(1, 1, 4),
+            (8,),
+            "cubic",
+            r"mode='cubic'\): expected one of nearest, nearest-exact, area, linear",
+        ),
     ],
 )
 def test_errors(cam, size, mode, fragment):
