@@ -7,7 +7,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,jax,flax,viz,metrics,dev,docs]'
+	$(PY) -m pip install -q -e '.[test,jax,flax,equinox,viz,metrics,dev,docs]'
 	touch $@
 
 .PHONY: test lint typecheck docs mutate demo bench wheel-check

@@ -3,7 +3,8 @@
 The only module of gradcam_func that imports jax. A JAX model is explained either
 split by hand into ``trunk(inputs) -> activation`` and ``head(activation) -> output``,
 or, for a Flax linen module, at a submodule named by its path (``grad_cam_flax``),
-reached with ``flax.linen.intercept_methods``: no hand-splitting.
+reached with ``flax.linen.intercept_methods``: no hand-splitting. Flax NNX and Equinox
+models are explained by layer like torch models (``grad_cam_module``).
 
 Shapes follow the torch side: activation (B, C, *S) gives a CAM (B, 1, *S), K targets
 give (K, B, 1, *S). JAX convolutions are usually channels-last, (B, *S, C): pass
@@ -28,6 +29,7 @@ import torch
 
 from . import ops
 from ._checks import GradCamError
+from ._jax_modules import model_kind, module_layer_vjp
 from ._targets import TopK, check_index, top_k
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "layer_vjp",
     "grad_cam_flax",
     "flax_layer_vjp",
+    "grad_cam_module",
+    "module_layer_vjp",
     "top_k",
     "to_jax",
     "to_torch",
@@ -127,8 +131,11 @@ def _check_classes(classes, output, call, argument):
         )
 
 
-def _explain(output, acts, pullback, target, targets, relu, sum_channels, channel_axis, call):
-    """Shared by grad_cam and grad_cam_flax: cotangents, vmap of the pullback, ops."""
+def _explain(
+    output, acts, pullback, target, targets, relu, sum_channels, channel_axis, call, chunk_size=None
+):
+    """Shared by the entry points: cotangents, vmap of the pullback (``chunk_size``
+    cotangents at a time when given), ops."""
     if target is not None and targets is not None:
         raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
 
@@ -151,7 +158,10 @@ def _explain(output, acts, pullback, target, targets, relu, sum_channels, channe
     cotangents = jnp.stack(
         [cotangent(output, t, f"targets[{k}]", call) for k, t in enumerate(targets)]
     )
-    cams = jax.vmap(cams_of)(cotangents)
+    if chunk_size is None:
+        cams = jax.vmap(cams_of)(cotangents)
+    else:
+        cams = jax.lax.map(cams_of, cotangents, batch_size=chunk_size)
     return cams if classes is None else (cams, classes)
 
 
@@ -243,6 +253,49 @@ def grad_cam_flax(
     output, acts, pullback = flax_layer_vjp(model, variables, inputs, layer)
     return _explain(
         output, acts, pullback, target, targets, relu, sum_channels, channel_axis, "grad_cam_flax"
+    )
+
+
+def grad_cam_module(
+    model: Any,
+    layer: Any,
+    inputs: Any,
+    target: Any = None,
+    *,
+    targets: Any = None,
+    relu: bool = False,
+    sum_channels: bool = True,
+    channel_axis: int | None = None,
+    chunk_size: int | None = None,
+    per_example: bool | None = None,
+) -> Any:
+    """Grad-CAM of a Flax NNX or Equinox ``model`` at ``layer``, as ``gradcam_func.grad_cam``
+    explains a torch model.
+
+    layer: a submodule object, or its attribute path (``"blocks.3.conv"``, list indices
+    included). inputs: (B, ...). target / targets: every form of the torch path
+    (an int, a tuple, an integer array, a callable ``output -> (B,)``, a list, ``top_k``).
+    channel_axis: where the layer's channels are in the batched activation; by default
+    -1 for NNX (channels-last, as ``nnx.Conv``) and 1 for Equinox (channels-first, as
+    ``eqx.nn.Conv2d``). chunk_size: cotangents per vmapped pullback (all at once when
+    None). per_example: see ``module_layer_vjp``. Returns (B, 1, *S) channels-first, or
+    (B, *S, 1) channels-last; (K, B, ...) for ``targets``; ``(cams, classes (k, B))``
+    for ``top_k``. The model is left as one ordinary forward pass leaves it.
+    """
+    output, acts, pullback = module_layer_vjp(model, layer, inputs, per_example=per_example)
+    if channel_axis is None:
+        channel_axis = -1 if model_kind(model) == "nnx" else 1
+    return _explain(
+        output,
+        acts,
+        pullback,
+        target,
+        targets,
+        relu,
+        sum_channels,
+        channel_axis,
+        "grad_cam_module",
+        chunk_size,
     )
 
 

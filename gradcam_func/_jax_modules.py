@@ -1,0 +1,244 @@
+"""The model split at a named layer for JAX models written as objects (Flax NNX,
+Equinox): ``(output, activation, pullback)`` without editing the user's model.
+
+The layer is swapped, inside a pure function, for a tap that calls it, records its
+output and adds a perturbation ``delta`` to it; the vjp with respect to ``delta`` at
+zero is the gradient at the layer's output. Equinox models are replaced functionally
+(``eqx.tree_at``); NNX models are split into a graph definition and a state, merged
+into a fresh copy inside the function, and the copy's state written back once, only
+when the forward changed it (BatchNorm statistics in train mode, RNG counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import GradCamError
+
+CALL = "grad_cam_module"
+
+
+def model_kind(model: Any) -> str:
+    """ "nnx" or "equinox", or a GradCamError naming the supported kinds."""
+    try:
+        from flax import nnx
+
+        if isinstance(model, nnx.Module):
+            return "nnx"
+    except ImportError:
+        pass
+    try:
+        import equinox as eqx
+
+        if isinstance(model, eqx.Module):
+            return "equinox"
+    except ImportError:
+        pass
+    raise GradCamError(
+        f"{CALL}(model=...): expected a Flax NNX module (flax.nnx.Module) or an Equinox "
+        f"module (equinox.Module), got {type(model).__name__}. For a Flax Linen module "
+        "use grad_cam_flax(model, variables, inputs, layer); for any other function, "
+        "split it by hand: grad_cam(trunk, head, inputs)."
+    )
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    """(name, child) pairs of an object's attributes, or a sequence's items by index."""
+    if isinstance(obj, (list, tuple)):
+        return [(str(i), child) for i, child in enumerate(obj)]
+    if hasattr(obj, "__len__") and hasattr(obj, "__getitem__") and not hasattr(obj, "__dict__"):
+        return [(str(i), obj[i]) for i in range(len(obj))]
+    names = getattr(obj, "__dataclass_fields__", None) or vars(obj)
+    return [(name, getattr(obj, name, None)) for name in names if not name.startswith("_")]
+
+
+def _get(obj: Any, name: str) -> Any:
+    if name.isdigit():
+        return obj[int(name)]
+    return getattr(obj, name)
+
+
+def path_of(model: Any, layer: Any) -> tuple[str, ...]:
+    """The attribute path of ``layer`` in ``model``: parsed from a dotted string
+    (``"blocks.3.conv"``), or found by identity for a submodule object."""
+    if isinstance(layer, str):
+        path = tuple(layer.split("."))
+        node = model
+        for depth, name in enumerate(path):
+            try:
+                node = _get(node, name)
+            except (AttributeError, IndexError, KeyError, TypeError):
+                where = ".".join(path[:depth]) or "the model"
+                names = [n for n, _ in _children(node)]
+                raise GradCamError(
+                    f"{CALL}(..., layer={layer!r}): {where} has no attribute or item "
+                    f"{name!r}; it has {names}. Name the layer by its attribute path, list "
+                    "indices included, e.g. 'layers.2'."
+                ) from None
+        if not callable(node):
+            raise GradCamError(
+                f"{CALL}(..., layer={layer!r}): that path names a "
+                f"{type(node).__name__}, not a submodule that is called."
+            )
+        return path
+    found = _search(model, layer, (), set())
+    if found is None:
+        raise GradCamError(
+            f"{CALL}(..., layer={type(layer).__name__} object): that object is not a "
+            "submodule of the model. Pass a submodule of this model, or its attribute "
+            "path as a string."
+        )
+    return found
+
+
+def _search(node: Any, target: Any, path: tuple[str, ...], seen: set[int]) -> Any:
+    if node is target:
+        return path
+    if id(node) in seen or isinstance(node, (str, bytes, int, float, bool, jax.Array)):
+        return None
+    seen.add(id(node))
+    try:
+        children = _children(node)
+    except TypeError:
+        return None
+    for name, child in children:
+        found = _search(child, target, (*path, name), seen)
+        if found is not None:
+            return found
+    return None
+
+
+class _Tap:
+    """Stands in for the layer: calls it, records the output, adds ``delta``."""
+
+    def __init__(self, inner: Callable[..., Any], delta: Any, seen: list[Any]) -> None:
+        self.inner, self.delta, self.seen = inner, delta, seen
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner(*args, **kwargs)
+        self.seen.append(out)
+        return out if self.delta is None else out + self.delta
+
+    def __getattr__(self, name: str) -> Any:  # the parent may read the layer's fields
+        return getattr(self.inner, name)
+
+
+def _checked(seen: list[Any], layer: Any) -> Any:
+    name = layer if isinstance(layer, str) else type(layer).__name__
+    if not seen:
+        raise GradCamError(
+            f"{CALL}(..., layer={name!r}): the layer was never called in the forward "
+            "pass, so it has no activation to explain. Pick a layer the model calls."
+        )
+    if len(seen) > 1:
+        raise GradCamError(
+            f"{CALL}(..., layer={name!r}): the layer is called {len(seen)} times in one "
+            "forward pass, so its activation is ambiguous. Pick a layer that runs once."
+        )
+    return seen[0]
+
+
+def module_layer_vjp(
+    model: Any, layer: Any, inputs: Any, *, per_example: bool | None = None
+) -> tuple[Any, Any, Callable[[Any], Any]]:
+    """``(output, activation, pullback)`` of an NNX or Equinox ``model`` at ``layer``.
+
+    inputs: (B, ...). per_example (Equinox only): the model takes one example and is
+    vmapped over the batch, the default, as Equinox layers are written per example;
+    False calls it on the whole batch. NNX models are called on the batch. The
+    activation is (B, *the layer's output per example).
+    """
+    kind = model_kind(model)
+    path = path_of(model, layer)
+    if per_example is None:
+        per_example = kind == "equinox"
+    if kind == "equinox":
+        forward = _equinox_forward(model, path, layer, per_example)
+    else:
+        if per_example:
+            raise GradCamError(
+                f"{CALL}(..., per_example=True): NNX modules take batches; per_example is "
+                "for Equinox models written for one example."
+            )
+        forward = _nnx_forward(model, path, layer)
+    spec = jax.eval_shape(lambda x: forward(None, x)[1][0], inputs)
+    zeros = jnp.zeros(spec.shape, spec.dtype)
+    output, vjp_fn, (acts, new_state) = jax.vjp(
+        lambda delta: forward(delta, inputs), zeros, has_aux=True
+    )
+    if kind == "nnx":
+        _write_back(model, new_state)
+    return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
+
+
+def _equinox_forward(model: Any, path: Sequence[str], layer: Any, per_example: bool) -> Any:
+    import equinox as eqx
+
+    def where(m: Any) -> Any:
+        node = m
+        for name in path:
+            node = _get(node, name)
+        return node
+
+    inner = where(model)
+
+    def one(delta: Any, x: Any) -> tuple[Any, Any]:
+        seen: list[Any] = []
+        tapped = eqx.tree_at(where, model, _Tap(inner, delta, seen))
+        out = tapped(x)
+        return out, _checked(seen, layer)
+
+    def forward(delta: Any, x: Any) -> tuple[Any, tuple[Any, None]]:
+        if per_example:
+            out, acts = jax.vmap(one, in_axes=(None if delta is None else 0, 0))(delta, x)
+        else:
+            out, acts = one(delta, x)
+        return out, (acts, None)
+
+    return forward
+
+
+def _nnx_forward(model: Any, path: Sequence[str], layer: Any) -> Any:
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+
+    def forward(delta: Any, x: Any) -> tuple[Any, tuple[Any, Any]]:
+        # fresh Variables, made in this trace, so the forward may update them here
+        copy = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a, state))
+        parent = copy
+        for name in path[:-1]:
+            parent = _get(parent, name)
+        inner = _get(parent, path[-1])
+        seen: list[Any] = []
+        _set(parent, path[-1], _Tap(inner, delta, seen))
+        try:
+            out = copy(x)
+        finally:
+            _set(parent, path[-1], inner)
+        return out, (_checked(seen, layer), nnx.state(copy))
+
+    return forward
+
+
+def _set(parent: Any, name: str, value: Any) -> None:
+    if name.isdigit():
+        parent[int(name)] = value
+    else:
+        object.__setattr__(parent, name, value)
+
+
+def _write_back(model: Any, new_state: Any) -> None:
+    """Apply the forward's state changes to the user's module, once; nothing when the
+    forward changed nothing (eval mode), so the module's arrays stay the same objects."""
+    from flax import nnx
+
+    old = jax.tree_util.tree_leaves(nnx.state(model))
+    new = jax.tree_util.tree_leaves(new_state)
+    if len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True)):
+        return
+    nnx.update(model, new_state)

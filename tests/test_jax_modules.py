@@ -1,0 +1,268 @@
+"""NNX and Equinox models explained by layer: Captum's numbers on a torch twin with the
+same weights, every target form, the model left as one forward leaves it, clear errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerGradCam
+from torch import nn
+
+import gradcam_func.jax as gj
+from conftest import assert_arrays_close, assert_not_zero
+
+eqx = pytest.importorskip("equinox")
+nnx = pytest.importorskip("flax.nnx")
+
+
+class TorchCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(a.mean((2, 3)))
+
+
+def torch_twin():
+    torch.manual_seed(0)
+    return TorchCNN().eval()
+
+
+def weights(model):
+    return {k: np.asarray(v.detach()) for k, v in model.state_dict().items()}
+
+
+class EqxCNN(eqx.Module):
+    """The twin for one example (C, H, W), with its convolutions in a list."""
+
+    convs: list
+    fc: eqx.nn.Linear
+
+    def __init__(self, w):
+        key = jax.random.PRNGKey(0)
+        convs = [
+            eqx.nn.Conv2d(3, 4, 3, padding=1, key=key),
+            eqx.nn.Conv2d(4, 5, 3, padding=1, key=key),
+        ]
+        for i, name in enumerate(["conv1", "conv2"]):
+            convs[i] = eqx.tree_at(
+                lambda c: (c.weight, c.bias),
+                convs[i],
+                (jnp.asarray(w[f"{name}.weight"]), jnp.asarray(w[f"{name}.bias"])[:, None, None]),
+            )
+        self.convs = convs
+        fc = eqx.nn.Linear(5, 3, key=key)
+        self.fc = eqx.tree_at(
+            lambda f: (f.weight, f.bias),
+            fc,
+            (jnp.asarray(w["fc.weight"]), jnp.asarray(w["fc.bias"])),
+        )
+
+    def __call__(self, x):
+        a = jax.nn.relu(self.convs[1](jax.nn.relu(self.convs[0](x))))
+        return self.fc(a.mean((1, 2)))
+
+
+class NnxCNN(nnx.Module):
+    """The twin for a batch, channels-last (B, H, W, C), as NNX convolutions are."""
+
+    def __init__(self, w):
+        rngs = nnx.Rngs(0)
+        self.conv1 = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(4, 5, (3, 3), padding="SAME", rngs=rngs)
+        self.fc = nnx.Linear(5, 3, rngs=rngs)
+        for name in ("conv1", "conv2"):
+            conv = getattr(self, name)
+            conv.kernel[...] = jnp.asarray(w[f"{name}.weight"].transpose(2, 3, 1, 0))
+            conv.bias[...] = jnp.asarray(w[f"{name}.bias"])
+        self.fc.kernel[...] = jnp.asarray(w["fc.weight"].T)
+        self.fc.bias[...] = jnp.asarray(w["fc.bias"])
+
+    def __call__(self, x):
+        a = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(x))))
+        return self.fc(a.mean((1, 2)))
+
+
+@pytest.fixture(scope="module")
+def twins():
+    model = torch_twin()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    w = weights(model)
+    return model, x, EqxCNN(w), NnxCNN(w)
+
+
+def captum(model, x, target, relu=False):
+    """Captum's CAM; a callable target becomes the model's output (Captum's way)."""
+    if callable(target):
+        score, index = (lambda inputs: target(model(inputs))), None
+    else:
+        score, index = model, target
+    cam = LayerGradCam(score, model.conv2).attribute(x, index, relu_attributions=relu).detach()
+    assert_not_zero(cam)
+    return cam.numpy()
+
+
+TARGETS = [
+    (0, 0),
+    (2, 2),
+    ([1, 2, 0], jnp.array([1, 2, 0])),
+    (lambda out: out[:, 1] - out[:, 2], lambda out: out[:, 1] - out[:, 2]),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("index", range(len(TARGETS)))
+def test_equinox_equals_captum(twins, index, relu):
+    model, x, eqx_model, _ = twins
+    torch_target, jax_target = TARGETS[index]
+    ours = gj.grad_cam_module(eqx_model, "convs.1", jnp.asarray(x.numpy()), jax_target, relu=relu)
+    assert ours.shape == (3, 1, 6, 6)
+    assert_arrays_close(ours, captum(model, x, torch_target, relu), torch.float32)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("index", range(len(TARGETS)))
+def test_nnx_equals_captum(twins, index, relu):
+    model, x, _, nnx_model = twins
+    torch_target, jax_target = TARGETS[index]
+    inputs = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    ours = gj.grad_cam_module(nnx_model, "conv2", inputs, jax_target, relu=relu)
+    assert ours.shape == (3, 6, 6, 1)  # channels-last, as the model
+    expected = captum(model, x, torch_target, relu).transpose(0, 2, 3, 1)
+    assert_arrays_close(ours, expected, torch.float32)
+
+
+def test_many_targets_top_k_chunks_and_the_layer_object(twins):
+    model, x, eqx_model, nnx_model = twins
+    xs = jnp.asarray(x.numpy())
+    expected = np.stack([captum(model, x, k) for k in range(3)])
+    all_at_once = gj.grad_cam_module(eqx_model, eqx_model.convs[1], xs, targets=[0, 1, 2])
+    chunked = gj.grad_cam_module(eqx_model, "convs.1", xs, targets=[0, 1, 2], chunk_size=2)
+    assert_arrays_close(all_at_once, expected, torch.float32)
+    assert_arrays_close(chunked, expected, torch.float32)
+    cams, classes = gj.grad_cam_module(
+        nnx_model, nnx_model.conv2, xs.transpose(0, 2, 3, 1), targets=gj.top_k(2)
+    )
+    best = model(x).argsort(1, descending=True)[:, :2].T.numpy()
+    np.testing.assert_array_equal(np.asarray(classes), best)
+    for k in range(2):
+        per_example = [captum(model, x[b : b + 1], int(best[k, b]))[0] for b in range(3)]
+        assert_arrays_close(cams[k], np.stack(per_example).transpose(0, 2, 3, 1), torch.float32)
+
+
+def test_sum_channels_false_sums_to_the_map(twins):
+    _, x, eqx_model, _ = twins
+    xs = jnp.asarray(x.numpy())
+    per_channel = gj.grad_cam_module(eqx_model, "convs.1", xs, 1, sum_channels=False)
+    assert per_channel.shape == (3, 5, 6, 6)
+    assert_arrays_close(
+        per_channel.sum(1, keepdims=True),
+        gj.grad_cam_module(eqx_model, "convs.1", xs, 1),
+        torch.float32,
+    )
+
+
+def test_jit_with_the_layer_static_equals_eager(twins):
+    _, x, eqx_model, nnx_model = twins
+    xs = jnp.asarray(x.numpy())
+    jitted = jax.jit(lambda m, x: gj.grad_cam_module(m, "convs.1", x, 2))
+    assert_arrays_close(
+        jitted(eqx_model, xs), gj.grad_cam_module(eqx_model, "convs.1", xs, 2), torch.float32
+    )
+    channels_last = xs.transpose(0, 2, 3, 1)
+    eager = gj.grad_cam_module(nnx_model, "conv2", channels_last, 2)
+    in_jit = jax.jit(lambda x: gj.grad_cam_module(nnx_model, "conv2", x, 2))(channels_last)
+    assert_arrays_close(in_jit, eager, torch.float32)
+
+
+def test_gradient_of_a_cam_loss_matches_finite_differences(twins):
+    _, x, eqx_model, _ = twins
+    xs = jnp.asarray(x.numpy(), dtype=jnp.float32)
+
+    def loss(weight):  # the CAM depends on the head's weights through the gradient
+        m = eqx.tree_at(lambda m: m.fc.weight, eqx_model, weight)
+        return (gj.grad_cam_module(m, "convs.1", xs, 1) ** 2).sum()
+
+    weight = eqx_model.fc.weight
+    analytic = jax.grad(loss)(weight)
+    direction = jax.random.normal(jax.random.PRNGKey(2), weight.shape)
+    step = 1e-2
+    numeric = (loss(weight + step * direction) - loss(weight - step * direction)) / (2 * step)
+    np.testing.assert_allclose(float((analytic * direction).sum()), float(numeric), rtol=1e-2)
+    assert abs(float(numeric)) > 1e-5  # not ~0: the check could fail
+
+
+def test_nnx_batchnorm_statistics_end_as_after_one_forward():
+    class Net(nnx.Module):
+        def __init__(self):
+            rngs = nnx.Rngs(0)
+            self.conv = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.fc = nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(jax.nn.relu(self.bn(self.conv(x))).mean((1, 2)))
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 5, 5, 3))
+    explained, plain = Net(), Net()
+    explained.train(), plain.train()
+    gj.grad_cam_module(explained, "bn", x, targets=[0, 1])
+    plain(x)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(nnx.state(explained)),
+        jax.tree_util.tree_leaves(nnx.state(plain)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    assert not np.allclose(np.asarray(plain.bn.mean[...]), 0)  # the statistics moved
+
+
+def test_eval_mode_leaves_the_nnx_module_untouched(twins):
+    _, x, _, nnx_model = twins
+    before = jax.tree_util.tree_leaves(nnx.state(nnx_model))
+    gj.grad_cam_module(nnx_model, "conv2", jnp.asarray(x.numpy().transpose(0, 2, 3, 1)), 0)
+    after = jax.tree_util.tree_leaves(nnx.state(nnx_model))
+    assert all(a is b for a, b in zip(before, after, strict=True))
+    assert isinstance(nnx_model.conv2, nnx.Conv)  # the tap is gone
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ("convs.7", r"convs has no attribute or item '7'"),
+        ("conv9", r"the model has no attribute or item 'conv9'; it has \['convs', 'fc'\]"),
+        ("fc.weight", r"names a ArrayImpl, not a submodule"),
+    ],
+)
+def test_bad_paths_are_named(twins, layer, message):
+    _, x, eqx_model, _ = twins
+    with pytest.raises(gj.GradCamError, match=message):
+        gj.grad_cam_module(eqx_model, layer, jnp.asarray(x.numpy()), 0)
+
+
+def test_layers_never_or_twice_called_and_foreign_models_are_refused(twins):
+    _, x, eqx_model, _ = twins
+    xs = jnp.asarray(x.numpy())
+
+    class Twice(eqx.Module):
+        conv: eqx.nn.Conv2d
+        unused: eqx.nn.Conv2d
+
+        def __call__(self, x):
+            return self.conv(self.conv(x)).sum()[None]
+
+    key = jax.random.PRNGKey(0)
+    twice = Twice(eqx.nn.Conv2d(3, 3, 1, key=key), eqx.nn.Conv2d(3, 3, 1, key=key))
+    with pytest.raises(gj.GradCamError, match="called 2 times in one forward pass"):
+        gj.grad_cam_module(twice, "conv", xs, 0)
+    with pytest.raises(gj.GradCamError, match="never called in the forward pass"):
+        gj.grad_cam_module(twice, "unused", xs, 0)
+    with pytest.raises(gj.GradCamError, match="not a submodule of the model"):
+        gj.grad_cam_module(eqx_model, eqx.nn.Conv2d(3, 3, 1, key=key), xs, 0)
+    with pytest.raises(gj.GradCamError, match="expected a Flax NNX module .* or an Equinox"):
+        gj.grad_cam_module(lambda x: x, "conv", xs, 0)
