@@ -23,12 +23,15 @@ CALL = "grad_cam_module"
 
 
 def model_kind(model: Any) -> str:
-    """ "nnx" or "equinox", or a GradCamError naming the supported kinds."""
+    """The model's kind: "nnx", "linen" or "equinox"; else a GradCamError naming them."""
     try:
+        import flax.linen
         from flax import nnx
 
         if isinstance(model, nnx.Module):
             return "nnx"
+        if isinstance(model, flax.linen.Module):
+            return "linen"
     except ImportError:
         pass
     try:
@@ -39,10 +42,10 @@ def model_kind(model: Any) -> str:
     except ImportError:
         pass
     raise GradCamError(
-        f"{CALL}(model=...): expected a Flax NNX module (flax.nnx.Module) or an Equinox "
-        f"module (equinox.Module), got {type(model).__name__}. For a Flax Linen module "
-        "use grad_cam_flax(model, variables, inputs, layer); for any other function, "
-        "split it by hand: grad_cam(trunk, head, inputs)."
+        f"{CALL}(model=...): expected a Flax NNX module (flax.nnx.Module), a Flax Linen "
+        "module (flax.linen.Module, with variables=...) or an Equinox module "
+        f"(equinox.Module), got {type(model).__name__}. Split any other function by "
+        "hand: grad_cam(trunk, head, inputs)."
     )
 
 
@@ -143,16 +146,37 @@ def _checked(seen: list[Any], layer: Any) -> Any:
 
 
 def module_layer_vjp(
-    model: Any, layer: Any, inputs: Any, *, per_example: bool | None = None
+    model: Any,
+    layer: Any,
+    inputs: Any,
+    *,
+    variables: Any = None,
+    per_example: bool | None = None,
 ) -> tuple[Any, Any, Callable[[Any], Any]]:
     """``(output, activation, pullback)`` of an NNX or Equinox ``model`` at ``layer``.
 
     inputs: (B, ...). per_example (Equinox only): the model takes one example and is
     vmapped over the batch, the default, as Equinox layers are written per example;
     False calls it on the whole batch. NNX models are called on the batch. The
-    activation is (B, *the layer's output per example).
+    activation is (B, *the layer's output per example). A Flax Linen module needs its
+    ``variables`` and a dotted path (its submodules exist only inside ``apply``).
     """
     kind = model_kind(model)
+    if kind == "linen":
+        if variables is None or not isinstance(layer, str):
+            raise GradCamError(
+                f"{CALL}(model=<Linen {type(model).__name__}>, ...): a Linen module needs "
+                "variables=model.init(...) or the trained ones, and the layer as its "
+                "dotted path, e.g. layer='conv2'."
+            )
+        from .jax import flax_layer_vjp
+
+        return flax_layer_vjp(model, variables, inputs, layer)
+    if variables is not None:
+        raise GradCamError(
+            f"{CALL}(..., variables=...): only Flax Linen modules take variables; an "
+            f"{kind} module holds its own. Leave variables out."
+        )
     path = path_of(model, layer)
     if per_example is None:
         per_example = kind == "equinox"

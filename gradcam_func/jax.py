@@ -267,24 +267,27 @@ def grad_cam_module(
     sum_channels: bool = True,
     channel_axis: int | None = None,
     chunk_size: int | None = None,
+    variables: Any = None,
     per_example: bool | None = None,
 ) -> Any:
-    """Grad-CAM of a Flax NNX or Equinox ``model`` at ``layer``, as ``gradcam_func.grad_cam``
-    explains a torch model.
+    """Grad-CAM of a Flax NNX, Flax Linen or Equinox ``model`` at ``layer``, as
+    ``gradcam_func.grad_cam`` explains a torch model.
 
     layer: a submodule object, or its attribute path (``"blocks.3.conv"``, list indices
     included). inputs: (B, ...). target / targets: every form of the torch path
     (an int, a tuple, an integer array, a callable ``output -> (B,)``, a list, ``top_k``).
     channel_axis: where the layer's channels are in the batched activation; by default
-    -1 for NNX (channels-last, as ``nnx.Conv``) and 1 for Equinox (channels-first, as
+    -1 for Flax (channels-last, as ``nnx.Conv``) and 1 for Equinox (channels-first, as
     ``eqx.nn.Conv2d``). chunk_size: cotangents per vmapped pullback (all at once when
-    None). per_example: see ``module_layer_vjp``. Returns (B, 1, *S) channels-first, or
+    None). variables: a Linen module's variables. per_example: see ``module_layer_vjp``. Returns (B, 1, *S) channels-first, or
     (B, *S, 1) channels-last; (K, B, ...) for ``targets``; ``(cams, classes (k, B))``
     for ``top_k``. The model is left as one ordinary forward pass leaves it.
     """
-    output, acts, pullback = module_layer_vjp(model, layer, inputs, per_example=per_example)
+    output, acts, pullback = module_layer_vjp(
+        model, layer, inputs, variables=variables, per_example=per_example
+    )
     if channel_axis is None:
-        channel_axis = -1 if model_kind(model) == "nnx" else 1
+        channel_axis = 1 if model_kind(model) == "equinox" else -1
     return _explain(
         output,
         acts,

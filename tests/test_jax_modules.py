@@ -9,6 +9,7 @@ import torch
 from captum.attr import LayerGradCam
 from torch import nn
 
+import flax.linen as fnn
 import gradcam_func.jax as gj
 from conftest import assert_arrays_close, assert_not_zero
 
@@ -88,6 +89,25 @@ class NnxCNN(nnx.Module):
         return self.fc(a.mean((1, 2)))
 
 
+class LinenCNN(fnn.Module):
+    """The twin in Flax Linen, channels-last; its variables come from ``linen_variables``."""
+
+    @fnn.compact
+    def __call__(self, x):
+        a = jax.nn.relu(fnn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
+        a = jax.nn.relu(fnn.Conv(5, (3, 3), padding="SAME", name="conv2")(a))
+        return fnn.Dense(3, name="fc")(a.mean((1, 2)))
+
+
+def linen_variables(w):
+    conv = lambda name: {
+        "kernel": jnp.asarray(w[f"{name}.weight"].transpose(2, 3, 1, 0)),
+        "bias": jnp.asarray(w[f"{name}.bias"]),
+    }
+    fc = {"kernel": jnp.asarray(w["fc.weight"].T), "bias": jnp.asarray(w["fc.bias"])}
+    return {"params": {"conv1": conv("conv1"), "conv2": conv("conv2"), "fc": fc}}
+
+
 @pytest.fixture(scope="module")
 def twins():
     model = torch_twin()
@@ -125,13 +145,20 @@ def test_equinox_equals_captum(twins, index, relu):
     assert_arrays_close(ours, captum(model, x, torch_target, relu), torch.float32)
 
 
+@pytest.mark.parametrize("kind", ["nnx", "linen"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("index", range(len(TARGETS)))
-def test_nnx_equals_captum(twins, index, relu):
+def test_flax_equals_captum(twins, index, relu, kind):
     model, x, _, nnx_model = twins
     torch_target, jax_target = TARGETS[index]
     inputs = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
-    ours = gj.grad_cam_module(nnx_model, "conv2", inputs, jax_target, relu=relu)
+    if kind == "nnx":
+        ours = gj.grad_cam_module(nnx_model, "conv2", inputs, jax_target, relu=relu)
+    else:
+        variables = linen_variables(weights(model))
+        ours = gj.grad_cam_module(
+            LinenCNN(), "conv2", inputs, jax_target, relu=relu, variables=variables
+        )
     assert ours.shape == (3, 6, 6, 1)  # channels-last, as the model
     expected = captum(model, x, torch_target, relu).transpose(0, 2, 3, 1)
     assert_arrays_close(ours, expected, torch.float32)
@@ -266,3 +293,35 @@ def test_layers_never_or_twice_called_and_foreign_models_are_refused(twins):
         gj.grad_cam_module(eqx_model, eqx.nn.Conv2d(3, 3, 1, key=key), xs, 0)
     with pytest.raises(gj.GradCamError, match="expected a Flax NNX module .* or an Equinox"):
         gj.grad_cam_module(lambda x: x, "conv", xs, 0)
+
+
+def test_vmap_over_an_ensemble_and_over_groups_of_inputs(twins):
+    model, x, eqx_model, _ = twins
+    xs = jnp.asarray(x.numpy())
+    other = EqxCNN({k: 0.5 * v for k, v in weights(model).items()})
+    params = [eqx.filter(m, eqx.is_array) for m in (eqx_model, other)]
+    stacked = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), *params)
+    static = eqx.filter(eqx_model, eqx.is_array, inverse=True)
+
+    def explain(p):
+        return gj.grad_cam_module(eqx.combine(p, static), "convs.1", xs, 1)
+
+    ensemble = jax.vmap(explain)(stacked)
+    for i, member in enumerate((eqx_model, other)):
+        assert_arrays_close(
+            ensemble[i], gj.grad_cam_module(member, "convs.1", xs, 1), torch.float32
+        )
+    groups = jax.vmap(lambda g: gj.grad_cam_module(eqx_model, "convs.1", g, 1))(
+        jnp.stack([xs, xs[::-1]])
+    )
+    assert_arrays_close(
+        groups[1], gj.grad_cam_module(eqx_model, "convs.1", xs[::-1], 1), torch.float32
+    )
+
+
+def test_linen_needs_its_variables_and_others_refuse_them(twins):
+    _, x, eqx_model, _ = twins
+    with pytest.raises(gj.GradCamError, match=r"a Linen module needs variables=model.init"):
+        gj.grad_cam_module(LinenCNN(), "conv2", jnp.asarray(x.numpy()), 0)
+    with pytest.raises(gj.GradCamError, match=r"only Flax Linen modules take variables"):
+        gj.grad_cam_module(eqx_model, "convs.1", jnp.asarray(x.numpy()), 0, variables={})
