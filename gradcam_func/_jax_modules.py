@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import GradCamError
+from ._jax_layer_input import input_vjp, mark
 
 CALL = "grad_cam_module"
 
@@ -116,12 +117,18 @@ def _search(node: Any, target: Any, path: tuple[str, ...], seen: set[int]) -> An
 
 
 class _Tap:
-    """Stands in for the layer: calls it, records the output, adds ``delta``."""
+    """Stands in for the layer: calls it, records the output and adds ``delta`` to it;
+    or, ``on_input``, records the input and marks it for ``_jax_layer_input``."""
 
-    def __init__(self, inner: Callable[..., Any], delta: Any, seen: list[Any]) -> None:
-        self.inner, self.delta, self.seen = inner, delta, seen
+    def __init__(
+        self, inner: Callable[..., Any], delta: Any, seen: list[Any], on_input: bool = False
+    ) -> None:
+        self.inner, self.delta, self.seen, self.on_input = inner, delta, seen, on_input
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.on_input:
+            self.seen.append(args[0])
+            return self.inner(mark(args[0]), *args[1:], **kwargs)
         out = self.inner(*args, **kwargs)
         self.seen.append(out)
         return out if self.delta is None else out + self.delta
@@ -152,6 +159,7 @@ def module_layer_vjp(
     *,
     variables: Any = None,
     per_example: bool | None = None,
+    attribute_to_layer_input: bool = False,
 ) -> tuple[Any, Any, Callable[[Any], Any]]:
     """``(output, activation, pullback)`` of an NNX or Equinox ``model`` at ``layer``.
 
@@ -160,6 +168,9 @@ def module_layer_vjp(
     False calls it on the whole batch. NNX models are called on the batch. The
     activation is (B, *the layer's output per example). A Flax Linen module needs its
     ``variables`` and a dotted path (its submodules exist only inside ``apply``).
+    attribute_to_layer_input: the layer's (first) input instead of its output, with the
+    gradient with respect to that array through all its uses, as the torch path and
+    Captum define it.
     """
     kind = model_kind(model)
     if kind == "linen":
@@ -169,6 +180,8 @@ def module_layer_vjp(
                 "variables=model.init(...) or the trained ones, and the layer as its "
                 "dotted path, e.g. layer='conv2'."
             )
+        if attribute_to_layer_input:
+            return input_vjp(_linen_marked(model, variables, layer), inputs, CALL)
         from .jax import flax_layer_vjp
 
         return flax_layer_vjp(model, variables, inputs, layer)
@@ -180,6 +193,8 @@ def module_layer_vjp(
     path = path_of(model, layer)
     if per_example is None:
         per_example = kind == "equinox"
+    if attribute_to_layer_input:
+        return _input_vjp(model, kind, path, layer, inputs, bool(per_example))
     if kind == "equinox":
         forward = _equinox_forward(model, path, layer, per_example)
     else:
@@ -247,6 +262,79 @@ def _nnx_forward(model: Any, path: Sequence[str], layer: Any) -> Any:
         return out, (_checked(seen, layer), nnx.state(copy))
 
     return forward
+
+
+def _input_vjp(
+    model: Any, kind: str, path: Sequence[str], layer: Any, inputs: Any, per_example: bool
+) -> tuple[Any, Any, Callable[[Any], Any]]:
+    """``module_layer_vjp`` at the layer's input: traced once, perturbed where made."""
+    if kind == "equinox":
+        import equinox as eqx
+
+        def where(m: Any) -> Any:
+            node = m
+            for name in path:
+                node = _get(node, name)
+            return node
+
+        inner = where(model)
+
+        def one(x: Any) -> Any:
+            seen: list[Any] = []
+            out = eqx.tree_at(where, model, _Tap(inner, None, seen, on_input=True))(x)
+            _checked(seen, layer)
+            return out
+
+        return input_vjp(jax.vmap(one) if per_example else one, inputs, CALL)
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+
+    def forward(x: Any) -> Any:
+        copy = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a, state))
+        parent = copy
+        for name in path[:-1]:
+            parent = _get(parent, name)
+        inner = _get(parent, path[-1])
+        seen: list[Any] = []
+        _set(parent, path[-1], _Tap(inner, None, seen, on_input=True))
+        try:
+            out = copy(x)
+        finally:
+            _set(parent, path[-1], inner)
+        _checked(seen, layer)
+        return out, nnx.state(copy)
+
+    (output, new_state), acts, pullback = input_vjp(forward, inputs, CALL)
+    _write_back(model, new_state)
+    return output, acts, lambda cotangent: pullback((cotangent, _zeros_like(new_state)))
+
+
+def _linen_marked(model: Any, variables: Any, layer: str) -> Callable[[Any], Any]:
+    """``model.apply(variables, x)`` with the submodule at ``layer`` marking its input."""
+    import flax.linen as nn
+
+    path = tuple(layer.split("."))
+
+    def forward(x: Any) -> Any:
+        seen: list[Any] = []
+
+        def interceptor(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+            if context.method_name != "__call__" or context.module.path != path:
+                return next_fun(*args, **kwargs)
+            seen.append(args[0])
+            return next_fun(mark(args[0]), *args[1:], **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            output = model.apply(variables, x)
+        _checked(seen, layer)
+        return output
+
+    return forward
+
+
+def _zeros_like(tree: Any) -> Any:
+    return jax.tree_util.tree_map(jnp.zeros_like, tree)
 
 
 def _set(parent: Any, name: str, value: Any) -> None:

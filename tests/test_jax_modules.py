@@ -325,3 +325,168 @@ def test_linen_needs_its_variables_and_others_refuse_them(twins):
         gj.grad_cam_module(LinenCNN(), "conv2", jnp.asarray(x.numpy()), 0)
     with pytest.raises(gj.GradCamError, match=r"only Flax Linen modules take variables"):
         gj.grad_cam_module(eqx_model, "convs.1", jnp.asarray(x.numpy()), 0, variables={})
+
+
+class TorchResidual(nn.Module):
+    """conv2's input is also the shortcut: its gradient has two paths."""
+
+    def __init__(self, detach_shortcut=False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        self.detach_shortcut = detach_shortcut
+
+    def forward(self, x):
+        a = torch.relu(self.conv1(x))
+        shortcut = a.detach() if self.detach_shortcut else a
+        return self.fc((torch.relu(self.conv2(a)) + shortcut).mean((2, 3)))
+
+
+class EqxResidual(eqx.Module):
+    conv1: eqx.nn.Conv2d
+    conv2: eqx.nn.Conv2d
+    fc: eqx.nn.Linear
+
+    def __init__(self, w):
+        key = jax.random.PRNGKey(0)
+        convs = []
+        for name, (i, o) in (("conv1", (3, 4)), ("conv2", (4, 4))):
+            conv = eqx.nn.Conv2d(i, o, 3, padding=1, key=key)
+            convs.append(
+                eqx.tree_at(
+                    lambda c: (c.weight, c.bias),
+                    conv,
+                    (
+                        jnp.asarray(w[f"{name}.weight"]),
+                        jnp.asarray(w[f"{name}.bias"])[:, None, None],
+                    ),
+                )
+            )
+        self.conv1, self.conv2 = convs
+        fc = eqx.nn.Linear(4, 3, key=key)
+        self.fc = eqx.tree_at(
+            lambda f: (f.weight, f.bias),
+            fc,
+            (jnp.asarray(w["fc.weight"]), jnp.asarray(w["fc.bias"])),
+        )
+
+    def __call__(self, x):
+        a = jax.nn.relu(self.conv1(x))
+        return self.fc((jax.nn.relu(self.conv2(a)) + a).mean((1, 2)))
+
+
+class NnxResidual(nnx.Module):
+    def __init__(self, w):
+        rngs = nnx.Rngs(0)
+        self.conv1 = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(4, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.fc = nnx.Linear(4, 3, rngs=rngs)
+        for name in ("conv1", "conv2"):
+            conv = getattr(self, name)
+            conv.kernel[...] = jnp.asarray(w[f"{name}.weight"].transpose(2, 3, 1, 0))
+            conv.bias[...] = jnp.asarray(w[f"{name}.bias"])
+        self.fc.kernel[...] = jnp.asarray(w["fc.weight"].T)
+        self.fc.bias[...] = jnp.asarray(w["fc.bias"])
+
+    def __call__(self, x):
+        a = jax.nn.relu(self.conv1(x))
+        return self.fc((jax.nn.relu(self.conv2(a)) + a).mean((1, 2)))
+
+
+class Batched(eqx.Module):
+    inner: eqx.Module
+
+    def __call__(self, xs):
+        return jax.vmap(self.inner)(xs)
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_layer_input_counts_every_use_of_the_array_as_captum(per_example):
+    torch.manual_seed(3)
+    model = TorchResidual().eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(4))
+    w = weights(model)
+    captum_input = lambda m, t: (
+        LayerGradCam(m, m.conv2).attribute(x, t, attribute_to_layer_input=True).detach().numpy()
+    )
+    expected = np.stack([captum_input(model, t) for t in (0, 2)])
+    assert_not_zero(torch.from_numpy(expected))
+    through_the_layer_only = TorchResidual(detach_shortcut=True).eval()
+    through_the_layer_only.load_state_dict(model.state_dict())
+    assert not np.allclose(captum_input(through_the_layer_only, 0), expected[0], atol=1e-4)
+
+    xs = jnp.asarray(x.numpy())
+    eqx_model = EqxResidual(w)
+    if per_example:
+        ours = gj.grad_cam_module(
+            eqx_model, "conv2", xs, targets=[0, 2], attribute_to_layer_input=True
+        )
+    else:  # a model that vmaps itself over the batch, called on the whole batch
+        ours = gj.grad_cam_module(
+            Batched(eqx_model),
+            "inner.conv2",
+            xs,
+            targets=[0, 2],
+            attribute_to_layer_input=True,
+            per_example=False,
+        )
+    assert_arrays_close(ours, expected, torch.float32)
+
+    nnx_cams = gj.grad_cam_module(
+        NnxResidual(w),
+        "conv2",
+        xs.transpose(0, 2, 3, 1),
+        targets=[0, 2],
+        attribute_to_layer_input=True,
+    )
+    assert_arrays_close(nnx_cams, expected.transpose(0, 1, 3, 4, 2), torch.float32)
+
+
+def test_layer_input_under_jit_and_its_limit_named():
+    torch.manual_seed(3)
+    w = weights(TorchResidual())
+    xs = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 6, 6))
+    model = EqxResidual(w)
+    eager = gj.grad_cam_module(model, "conv2", xs, 1, attribute_to_layer_input=True)
+    jitted = jax.jit(
+        lambda x: gj.grad_cam_module(model, "conv2", x, 1, attribute_to_layer_input=True)
+    )
+    assert_arrays_close(jitted(xs), eager, torch.float32)
+
+    class Compiled(eqx.Module):  # the layer runs inside the model's own jit
+        inner: EqxResidual
+
+        def __call__(self, x):
+            return eqx.filter_jit(self.inner)(x)
+
+    with pytest.raises(
+        gj.GradCamError, match=r"made inside a jit-compiled or otherwise nested part"
+    ):
+        gj.grad_cam_module(Compiled(model), "inner.conv2", xs, 1, attribute_to_layer_input=True)
+
+
+def test_linen_layer_input_counts_every_use():
+    class LinenResidual(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            a = jax.nn.relu(fnn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
+            b = jax.nn.relu(fnn.Conv(4, (3, 3), padding="SAME", name="conv2")(a)) + a
+            return fnn.Dense(3, name="fc")(b.mean((1, 2)))
+
+    torch.manual_seed(3)
+    model = TorchResidual().eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(4))
+    w = weights(model)
+    variables = linen_variables(w)
+    expected = LayerGradCam(model, model.conv2).attribute(x, 2, attribute_to_layer_input=True)
+    assert_not_zero(expected)
+    ours = gj.grad_cam_module(
+        LinenResidual(),
+        "conv2",
+        jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
+        2,
+        variables=variables,
+        attribute_to_layer_input=True,
+    )
+    assert_arrays_close(ours, expected.detach().numpy().transpose(0, 2, 3, 1), torch.float32)
