@@ -490,3 +490,76 @@ def test_linen_layer_input_counts_every_use():
         attribute_to_layer_input=True,
     )
     assert_arrays_close(ours, expected.detach().numpy().transpose(0, 2, 3, 1), torch.float32)
+
+
+class TorchBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.bn(self.conv1(x)))
+        return self.fc(torch.relu(self.conv2(a)).mean((2, 3)))
+
+
+class NnxBN(nnx.Module):
+    def __init__(self, w):
+        rngs = nnx.Rngs(0)
+        self.conv1 = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
+        self.conv2 = nnx.Conv(4, 5, (3, 3), padding="SAME", rngs=rngs)
+        self.fc = nnx.Linear(5, 3, rngs=rngs)
+        for name in ("conv1", "conv2"):
+            conv = getattr(self, name)
+            conv.kernel[...] = jnp.asarray(w[f"{name}.weight"].transpose(2, 3, 1, 0))
+            conv.bias[...] = jnp.asarray(w[f"{name}.bias"])
+        self.bn.scale[...] = jnp.asarray(w["bn.weight"])
+        self.bn.bias[...] = jnp.asarray(w["bn.bias"])
+        self.bn.mean[...] = jnp.asarray(w["bn.running_mean"])
+        self.bn.var[...] = jnp.asarray(w["bn.running_var"])
+        self.fc.kernel[...] = jnp.asarray(w["fc.weight"].T)
+        self.fc.bias[...] = jnp.asarray(w["fc.bias"])
+
+    def __call__(self, x):
+        a = jax.nn.relu(self.bn(self.conv1(x)))
+        return self.fc(jax.nn.relu(self.conv2(a)).mean((1, 2)))
+
+
+@pytest.mark.parametrize("layer, at_input", [("bn", False), ("conv2", False), ("bn", True)])
+def test_nnx_batchnorm_in_eval_mode_equals_captum(layer, at_input):
+    torch.manual_seed(5)
+    model = TorchBN()
+    with torch.no_grad():  # statistics far from the initial (0, 1), so they matter
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+        model.bn.weight.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(6))
+    expected = LayerGradCam(model, getattr(model, layer)).attribute(
+        x, 1, attribute_to_layer_input=at_input
+    )
+    assert_not_zero(expected)
+    twin = NnxBN(weights(model))
+    twin.eval()
+    ours = gj.grad_cam_module(
+        twin,
+        layer,
+        jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
+        1,
+        attribute_to_layer_input=at_input,
+    )
+    assert_arrays_close(ours, expected.detach().numpy().transpose(0, 2, 3, 1), torch.float32)
+
+
+def test_a_target_that_does_not_fit_the_output_is_named(twins):
+    _, x, eqx_model, _ = twins
+    xs = jnp.asarray(x.numpy())
+    with pytest.raises(
+        gj.GradCamError, match=r"index 7 is out of range for axis 1 .* shape \(3, 3\)"
+    ):
+        gj.grad_cam_module(eqx_model, "convs.1", xs, 7)
+    with pytest.raises(gj.GradCamError, match=r"got 2 entries for a batch of 3"):
+        gj.grad_cam_module(eqx_model, "convs.1", xs, jnp.array([0, 1]))
