@@ -27,7 +27,8 @@ marker_p.def_abstract_eval(lambda x, *, batch_axes: x)
 
 
 def _batch_marker(args: Any, dims: Any, *, batch_axes: tuple[int, ...]) -> Any:
-    """Under vmap, record where the mapped axis is, so the batch can be moved first."""
+    """Under vmap, record where each mapped axis is (innermost vmap first), so the
+    axes can be put back in the order the model's code sees them."""
     (x,), (dim,) = args, dims
     return marker_p.bind(x, batch_axes=(*batch_axes, dim)), dim
 
@@ -107,8 +108,11 @@ def input_vjp(
         raise GradCamError(
             f"{call}(..., attribute_to_layer_input=True): the layer's input is a constant."
         )
-    # vmapped (an Equinox model per example): where the batch axis is
-    axis = axes[-1] if axes and axes[-1] is not None else None  # None: not mapped
+    if any(axis is None for axis in axes):
+        raise GradCamError(
+            f"{call}(...): the layer's array does not vary over a vmapped axis of the "
+            "model (it is the same for every example), so it has no per-example CAM."
+        )
 
     def run(delta: Any) -> tuple[Any, Any]:
         outs, value = _evaluate(closed, var, delta, flat)
@@ -118,6 +122,10 @@ def input_vjp(
     output, vjp_fn, value = jax.vjp(run, zeros, has_aux=True)
 
     def batch_first(x: Any) -> Any:
-        return x if axis is None else jnp.moveaxis(x, axis, 0)
+        """The mapped axes first, outermost vmap first: (B, T, ...) for an Equinox model
+        vmapped over examples whose layer runs vmapped over tokens."""
+        for depth, axis in enumerate(reversed(axes)):
+            x = jnp.moveaxis(x, axis + depth, depth)
+        return x
 
     return output, batch_first(value), lambda cotangent: batch_first(vjp_fn(cotangent)[0])

@@ -1,12 +1,14 @@
 """The model split at a named layer for JAX models written as objects (Flax NNX,
-Equinox): ``(output, activation, pullback)`` without editing the user's model.
+Equinox, Flax Linen): ``(output, activation, pullback)`` without editing the model.
 
-The layer is swapped, inside a pure function, for a tap that calls it, records its
-output and adds a perturbation ``delta`` to it; the vjp with respect to ``delta`` at
-zero is the gradient at the layer's output. Equinox models are replaced functionally
-(``eqx.tree_at``); NNX models are split into a graph definition and a state, merged
-into a fresh copy inside the function, and the copy's state written back once, only
-when the forward changed it (BatchNorm statistics in train mode, RNG counters).
+The layer is swapped, inside a pure function, for a tap that calls it and marks its
+output (or its input) with ``_jax_layer_input.mark``; ``input_vjp`` then perturbs the
+marked array where it is made, so every use counts, also when the layer runs inside a
+``jax.vmap`` of the model's own (Equinox layers over tokens). Equinox models are
+replaced functionally (``eqx.tree_at``); NNX models are split into a graph definition
+and a state, merged into a fresh copy inside the function, and the copy's state is
+written back once, only when the forward changed it (BatchNorm statistics in train
+mode, RNG counters); Linen submodules are reached with ``intercept_methods``.
 """
 
 from __future__ import annotations
@@ -117,13 +119,11 @@ def _search(node: Any, target: Any, path: tuple[str, ...], seen: set[int]) -> An
 
 
 class _Tap:
-    """Stands in for the layer: calls it, records the output and adds ``delta`` to it;
-    or, ``on_input``, records the input and marks it for ``_jax_layer_input``."""
+    """Stands in for the layer: calls it, records and marks its output, or its
+    (first) input when ``on_input``."""
 
-    def __init__(
-        self, inner: Callable[..., Any], delta: Any, seen: list[Any], on_input: bool = False
-    ) -> None:
-        self.inner, self.delta, self.seen, self.on_input = inner, delta, seen, on_input
+    def __init__(self, inner: Callable[..., Any], seen: list[Any], on_input: bool) -> None:
+        self.inner, self.seen, self.on_input = inner, seen, on_input
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.on_input:
@@ -131,7 +131,7 @@ class _Tap:
             return self.inner(mark(args[0]), *args[1:], **kwargs)
         out = self.inner(*args, **kwargs)
         self.seen.append(out)
-        return out if self.delta is None else out + self.delta
+        return mark(out)
 
     def __getattr__(self, name: str) -> Any:  # the parent may read the layer's fields
         return getattr(self.inner, name)
@@ -180,11 +180,8 @@ def module_layer_vjp(
                 "variables=model.init(...) or the trained ones, and the layer as its "
                 "dotted path, e.g. layer='conv2'."
             )
-        if attribute_to_layer_input:
-            return input_vjp(_linen_marked(model, variables, layer), inputs, CALL)
-        from .jax import flax_layer_vjp
-
-        return flax_layer_vjp(model, variables, inputs, layer)
+        forward = _linen_marked(model, variables, layer, attribute_to_layer_input)
+        return input_vjp(forward, inputs, CALL)
     if variables is not None:
         raise GradCamError(
             f"{CALL}(..., variables=...): only Flax Linen modules take variables; an "
@@ -193,28 +190,24 @@ def module_layer_vjp(
     path = path_of(model, layer)
     if per_example is None:
         per_example = kind == "equinox"
-    if attribute_to_layer_input:
-        return _input_vjp(model, kind, path, layer, inputs, bool(per_example))
     if kind == "equinox":
-        forward = _equinox_forward(model, path, layer, per_example)
-    else:
-        if per_example:
-            raise GradCamError(
-                f"{CALL}(..., per_example=True): NNX modules take batches; per_example is "
-                "for Equinox models written for one example."
-            )
-        forward = _nnx_forward(model, path, layer)
-    spec = jax.eval_shape(lambda x: forward(None, x)[1][0], inputs)
-    zeros = jnp.zeros(spec.shape, spec.dtype)
-    output, vjp_fn, (acts, new_state) = jax.vjp(
-        lambda delta: forward(delta, inputs), zeros, has_aux=True
-    )
-    if kind == "nnx":
-        _write_back(model, new_state)
-    return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
+        forward = _equinox_marked(model, path, layer, per_example, attribute_to_layer_input)
+        return input_vjp(forward, inputs, CALL)
+    if per_example:
+        raise GradCamError(
+            f"{CALL}(..., per_example=True): NNX modules take batches; per_example is for "
+            "Equinox models written for one example."
+        )
+    forward = _nnx_marked(model, path, layer, attribute_to_layer_input)
+    (output, new_state), acts, pullback = input_vjp(forward, inputs, CALL)
+    _write_back(model, new_state)
+    return output, acts, lambda cotangent: pullback((cotangent, _zeros_like(new_state)))
 
 
-def _equinox_forward(model: Any, path: Sequence[str], layer: Any, per_example: bool) -> Any:
+def _equinox_marked(
+    model: Any, path: Sequence[str], layer: Any, per_example: bool, on_input: bool
+) -> Callable[[Any], Any]:
+    """The Equinox model's forward on a batch, with the layer marking its array."""
     import equinox as eqx
 
     def where(m: Any) -> Any:
@@ -225,28 +218,25 @@ def _equinox_forward(model: Any, path: Sequence[str], layer: Any, per_example: b
 
     inner = where(model)
 
-    def one(delta: Any, x: Any) -> tuple[Any, Any]:
+    def forward(x: Any) -> Any:
         seen: list[Any] = []
-        tapped = eqx.tree_at(where, model, _Tap(inner, delta, seen))
-        out = tapped(x)
-        return out, _checked(seen, layer)
+        out = eqx.tree_at(where, model, _Tap(inner, seen, on_input))(x)
+        _checked(seen, layer)
+        return out
 
-    def forward(delta: Any, x: Any) -> tuple[Any, tuple[Any, None]]:
-        if per_example:
-            out, acts = jax.vmap(one, in_axes=(None if delta is None else 0, 0))(delta, x)
-        else:
-            out, acts = one(delta, x)
-        return out, (acts, None)
-
-    return forward
+    return jax.vmap(forward) if per_example else forward
 
 
-def _nnx_forward(model: Any, path: Sequence[str], layer: Any) -> Any:
+def _nnx_marked(
+    model: Any, path: Sequence[str], layer: Any, on_input: bool
+) -> Callable[[Any], Any]:
+    """A fresh copy of the NNX model's forward, with the layer marking its array:
+    ``x -> (output, the copy's state after the forward)``."""
     from flax import nnx
 
     graphdef, state = nnx.split(model)
 
-    def forward(delta: Any, x: Any) -> tuple[Any, tuple[Any, Any]]:
+    def forward(x: Any) -> Any:
         # fresh Variables, made in this trace, so the forward may update them here
         copy = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a, state))
         parent = copy
@@ -254,50 +244,7 @@ def _nnx_forward(model: Any, path: Sequence[str], layer: Any) -> Any:
             parent = _get(parent, name)
         inner = _get(parent, path[-1])
         seen: list[Any] = []
-        _set(parent, path[-1], _Tap(inner, delta, seen))
-        try:
-            out = copy(x)
-        finally:
-            _set(parent, path[-1], inner)
-        return out, (_checked(seen, layer), nnx.state(copy))
-
-    return forward
-
-
-def _input_vjp(
-    model: Any, kind: str, path: Sequence[str], layer: Any, inputs: Any, per_example: bool
-) -> tuple[Any, Any, Callable[[Any], Any]]:
-    """``module_layer_vjp`` at the layer's input: traced once, perturbed where made."""
-    if kind == "equinox":
-        import equinox as eqx
-
-        def where(m: Any) -> Any:
-            node = m
-            for name in path:
-                node = _get(node, name)
-            return node
-
-        inner = where(model)
-
-        def one(x: Any) -> Any:
-            seen: list[Any] = []
-            out = eqx.tree_at(where, model, _Tap(inner, None, seen, on_input=True))(x)
-            _checked(seen, layer)
-            return out
-
-        return input_vjp(jax.vmap(one) if per_example else one, inputs, CALL)
-    from flax import nnx
-
-    graphdef, state = nnx.split(model)
-
-    def forward(x: Any) -> Any:
-        copy = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a, state))
-        parent = copy
-        for name in path[:-1]:
-            parent = _get(parent, name)
-        inner = _get(parent, path[-1])
-        seen: list[Any] = []
-        _set(parent, path[-1], _Tap(inner, None, seen, on_input=True))
+        _set(parent, path[-1], _Tap(inner, seen, on_input))
         try:
             out = copy(x)
         finally:
@@ -305,13 +252,11 @@ def _input_vjp(
         _checked(seen, layer)
         return out, nnx.state(copy)
 
-    (output, new_state), acts, pullback = input_vjp(forward, inputs, CALL)
-    _write_back(model, new_state)
-    return output, acts, lambda cotangent: pullback((cotangent, _zeros_like(new_state)))
+    return forward
 
 
-def _linen_marked(model: Any, variables: Any, layer: str) -> Callable[[Any], Any]:
-    """``model.apply(variables, x)`` with the submodule at ``layer`` marking its input."""
+def _linen_marked(model: Any, variables: Any, layer: str, on_input: bool) -> Callable[[Any], Any]:
+    """``model.apply(variables, x)`` with the submodule at ``layer`` marking its array."""
     import flax.linen as nn
 
     path = tuple(layer.split("."))
@@ -322,8 +267,12 @@ def _linen_marked(model: Any, variables: Any, layer: str) -> Callable[[Any], Any
         def interceptor(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
             if context.method_name != "__call__" or context.module.path != path:
                 return next_fun(*args, **kwargs)
-            seen.append(args[0])
-            return next_fun(mark(args[0]), *args[1:], **kwargs)
+            if on_input:
+                seen.append(args[0])
+                return next_fun(mark(args[0]), *args[1:], **kwargs)
+            out = next_fun(*args, **kwargs)
+            seen.append(out)
+            return mark(out)
 
         with nn.intercept_methods(interceptor):
             output = model.apply(variables, x)

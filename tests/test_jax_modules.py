@@ -563,3 +563,146 @@ def test_a_target_that_does_not_fit_the_output_is_named(twins):
         gj.grad_cam_module(eqx_model, "convs.1", xs, 7)
     with pytest.raises(gj.GradCamError, match=r"got 2 entries for a batch of 3"):
         gj.grad_cam_module(eqx_model, "convs.1", xs, jnp.array([0, 1]))
+
+
+DIM, HEADS = 8, 2
+
+
+class TorchViT(nn.Module):
+    """Patches (2x2 of a 6x6 image: 9 tokens), one pre-norm transformer block, mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, DIM, 2, stride=2)
+        self.norm1, self.norm2 = nn.LayerNorm(DIM), nn.LayerNorm(DIM)
+        self.qkv, self.proj = nn.Linear(DIM, 3 * DIM), nn.Linear(DIM, DIM)
+        self.mlp1, self.mlp2 = nn.Linear(DIM, 2 * DIM), nn.Linear(2 * DIM, DIM)
+        self.head = nn.Linear(DIM, 3)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # (B, T, D)
+        q, k, v = self.qkv(self.norm1(t)).chunk(3, -1)
+        split = lambda a: a.unflatten(-1, (HEADS, DIM // HEADS)).transpose(1, 2)
+        weights = (split(q) @ split(k).transpose(-1, -2) / (DIM // HEADS) ** 0.5).softmax(-1)
+        t = t + self.proj((weights @ split(v)).transpose(1, 2).flatten(2))
+        t = t + self.mlp2(torch.nn.functional.gelu(self.mlp1(self.norm2(t)), approximate="tanh"))
+        return self.head(t.mean(1))
+
+
+def vit_attention(qkv, t):
+    """The block's attention on tokens (T, D) of one example, as TorchViT computes it."""
+    q, k, v = jnp.split(qkv, 3, -1)
+    split = lambda a: a.reshape(a.shape[0], HEADS, DIM // HEADS).transpose(1, 0, 2)
+    weights = jax.nn.softmax(split(q) @ split(k).transpose(0, 2, 1) / (DIM // HEADS) ** 0.5, -1)
+    return (weights @ split(v)).transpose(1, 0, 2).reshape(t.shape[0], DIM)
+
+
+def eqx_linear(w, name, key):
+    out, into = w[f"{name}.weight"].shape
+    layer = eqx.nn.Linear(into, out, key=key)
+    return eqx.tree_at(
+        lambda f: (f.weight, f.bias),
+        layer,
+        (jnp.asarray(w[f"{name}.weight"]), jnp.asarray(w[f"{name}.bias"])),
+    )
+
+
+class EqxViT(eqx.Module):
+    """TorchViT per example, every per-token layer vmapped over the tokens inside."""
+
+    patch: eqx.nn.Conv2d
+    norm1: eqx.nn.LayerNorm
+    norm2: eqx.nn.LayerNorm
+    qkv: eqx.nn.Linear
+    proj: eqx.nn.Linear
+    mlp1: eqx.nn.Linear
+    mlp2: eqx.nn.Linear
+    head: eqx.nn.Linear
+
+    def __init__(self, w):
+        key = jax.random.PRNGKey(0)
+        patch = eqx.nn.Conv2d(3, DIM, 2, stride=2, key=key)
+        self.patch = eqx.tree_at(
+            lambda c: (c.weight, c.bias),
+            patch,
+            (jnp.asarray(w["patch.weight"]), jnp.asarray(w["patch.bias"])[:, None, None]),
+        )
+        norms = []
+        for name in ("norm1", "norm2"):
+            norm = eqx.nn.LayerNorm(DIM, eps=1e-5)
+            norms.append(
+                eqx.tree_at(
+                    lambda n: (n.weight, n.bias),
+                    norm,
+                    (jnp.asarray(w[f"{name}.weight"]), jnp.asarray(w[f"{name}.bias"])),
+                )
+            )
+        self.norm1, self.norm2 = norms
+        self.qkv, self.proj = eqx_linear(w, "qkv", key), eqx_linear(w, "proj", key)
+        self.mlp1, self.mlp2 = eqx_linear(w, "mlp1", key), eqx_linear(w, "mlp2", key)
+        self.head = eqx_linear(w, "head", key)
+
+    def __call__(self, x):
+        t = self.patch(x).reshape(DIM, -1).T  # (T, D)
+        each = jax.vmap  # per token
+        t = t + each(self.proj)(vit_attention(each(self.qkv)(each(self.norm1)(t)), t))
+        hidden = jax.nn.gelu(each(self.mlp1)(each(self.norm2)(t)), approximate=True)
+        t = t + each(self.mlp2)(hidden)
+        return self.head(t.mean(0))
+
+
+class NnxViT(nnx.Module):
+    def __init__(self, w):
+        rngs = nnx.Rngs(0)
+        self.patch = nnx.Conv(3, DIM, (2, 2), strides=2, padding="VALID", rngs=rngs)
+        self.patch.kernel[...] = jnp.asarray(w["patch.weight"].transpose(2, 3, 1, 0))
+        self.patch.bias[...] = jnp.asarray(w["patch.bias"])
+        for name in ("norm1", "norm2"):
+            norm = nnx.LayerNorm(DIM, epsilon=1e-5, rngs=rngs)
+            norm.scale[...] = jnp.asarray(w[f"{name}.weight"])
+            norm.bias[...] = jnp.asarray(w[f"{name}.bias"])
+            setattr(self, name, norm)
+        for name in ("qkv", "proj", "mlp1", "mlp2", "head"):
+            out, into = w[f"{name}.weight"].shape
+            linear = nnx.Linear(into, out, rngs=rngs)
+            linear.kernel[...] = jnp.asarray(w[f"{name}.weight"].T)
+            linear.bias[...] = jnp.asarray(w[f"{name}.bias"])
+            setattr(self, name, linear)
+
+    def __call__(self, x):  # (B, H, W, 3)
+        t = self.patch(x).reshape(x.shape[0], -1, DIM)  # (B, T, D), tokens row-major
+        attention = jax.vmap(vit_attention)(self.qkv(self.norm1(t)), t)
+        t = t + self.proj(attention)
+        t = t + self.mlp2(jax.nn.gelu(self.mlp1(self.norm2(t)), approximate=True))
+        return self.head(t.mean(1))
+
+
+@pytest.mark.parametrize(
+    "layer, at_input", [("norm2", False), ("mlp1", False), ("norm2", True), ("proj", False)]
+)
+def test_vits_equal_captum_on_token_layers(layer, at_input):
+    torch.manual_seed(7)
+    model = TorchViT().eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(8))
+    w = weights(model)
+    for target, jax_target in [(1, 1), ([0, 2, 1], jnp.array([0, 2, 1]))]:
+        # Captum on (B, T, D): tokens are its "channels", pooled over D
+        expected = LayerGradCam(model, getattr(model, layer)).attribute(
+            x, target, attribute_to_layer_input=at_input
+        )
+        assert_not_zero(expected)
+        expected = expected.detach().numpy()
+        xs = jnp.asarray(x.numpy())
+        ours = gj.grad_cam_module(
+            EqxViT(w), layer, xs, jax_target, channel_axis=1, attribute_to_layer_input=at_input
+        )
+        assert_arrays_close(ours, expected, torch.float32)
+        ours = gj.grad_cam_module(
+            NnxViT(w),
+            layer,
+            xs.transpose(0, 2, 3, 1),
+            jax_target,
+            channel_axis=1,
+            attribute_to_layer_input=at_input,
+        )
+        assert_arrays_close(ours, expected, torch.float32)
