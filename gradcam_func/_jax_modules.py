@@ -129,12 +129,20 @@ class _Tap:
         if self.on_input:
             self.seen.append(args[0])
             return self.inner(mark(args[0]), *args[1:], **kwargs)
-        out = self.inner(*args, **kwargs)
-        self.seen.append(out)
-        return mark(out)
+        return _mark_output(self.inner(*args, **kwargs), self.seen)
 
     def __getattr__(self, name: str) -> Any:  # the parent may read the layer's fields
         return getattr(self.inner, name)
+
+
+def _mark_output(out: Any, seen: list[Any]) -> Any:
+    """The layer's output, marked; a tuple (an Equinox stateful layer's ``(output,
+    state)``) at its first element."""
+    if isinstance(out, tuple):
+        seen.append(out[0])
+        return (mark(out[0]), *out[1:])
+    seen.append(out)
+    return mark(out)
 
 
 def _checked(seen: list[Any], layer: Any) -> Any:
@@ -160,6 +168,7 @@ def module_layer_vjp(
     variables: Any = None,
     per_example: bool | None = None,
     attribute_to_layer_input: bool = False,
+    state: Any = None,
 ) -> tuple[Any, Any, Callable[[Any], Any]]:
     """``(output, activation, pullback)`` of an NNX or Equinox ``model`` at ``layer``.
 
@@ -170,7 +179,9 @@ def module_layer_vjp(
     ``variables`` and a dotted path (its submodules exist only inside ``apply``).
     attribute_to_layer_input: the layer's (first) input instead of its output, with the
     gradient with respect to that array through all its uses, as the torch path and
-    Captum define it.
+    Captum define it. state: an Equinox model's ``eqx.nn.State`` (BatchNorm), called
+    as ``model(x, state) -> (output, state)``, under ``jax.vmap(..., axis_name="batch")``
+    per example; the state it returns is dropped, so explain a model in inference mode.
     """
     kind = model_kind(model)
     if kind == "linen":
@@ -182,6 +193,11 @@ def module_layer_vjp(
             )
         forward = _linen_marked(model, variables, layer, attribute_to_layer_input)
         return input_vjp(forward, inputs, CALL)
+    if state is not None and kind != "equinox":
+        raise GradCamError(
+            f"{CALL}(..., state=...): only Equinox models take a separate state; an "
+            f"{kind} module holds its own. Leave state out."
+        )
     if variables is not None:
         raise GradCamError(
             f"{CALL}(..., variables=...): only Flax Linen modules take variables; an "
@@ -191,7 +207,7 @@ def module_layer_vjp(
     if per_example is None:
         per_example = kind == "equinox"
     if kind == "equinox":
-        forward = _equinox_marked(model, path, layer, per_example, attribute_to_layer_input)
+        forward = _equinox_marked(model, path, layer, per_example, attribute_to_layer_input, state)
         return input_vjp(forward, inputs, CALL)
     if per_example:
         raise GradCamError(
@@ -205,7 +221,7 @@ def module_layer_vjp(
 
 
 def _equinox_marked(
-    model: Any, path: Sequence[str], layer: Any, per_example: bool, on_input: bool
+    model: Any, path: Sequence[str], layer: Any, per_example: bool, on_input: bool, state: Any
 ) -> Callable[[Any], Any]:
     """The Equinox model's forward on a batch, with the layer marking its array."""
     import equinox as eqx
@@ -220,11 +236,12 @@ def _equinox_marked(
 
     def forward(x: Any) -> Any:
         seen: list[Any] = []
-        out = eqx.tree_at(where, model, _Tap(inner, seen, on_input))(x)
+        tapped = eqx.tree_at(where, model, _Tap(inner, seen, on_input))
+        out = tapped(x) if state is None else tapped(x, state)[0]
         _checked(seen, layer)
         return out
 
-    return jax.vmap(forward) if per_example else forward
+    return jax.vmap(forward, axis_name="batch") if per_example else forward
 
 
 def _nnx_marked(
@@ -270,9 +287,7 @@ def _linen_marked(model: Any, variables: Any, layer: str, on_input: bool) -> Cal
             if on_input:
                 seen.append(args[0])
                 return next_fun(mark(args[0]), *args[1:], **kwargs)
-            out = next_fun(*args, **kwargs)
-            seen.append(out)
-            return mark(out)
+            return _mark_output(next_fun(*args, **kwargs), seen)
 
         with nn.intercept_methods(interceptor):
             output = model.apply(variables, x)

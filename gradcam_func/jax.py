@@ -270,6 +270,7 @@ def grad_cam_module(
     variables: Any = None,
     per_example: bool | None = None,
     attribute_to_layer_input: bool = False,
+    state: Any = None,
 ) -> Any:
     """Grad-CAM of a Flax NNX, Flax Linen or Equinox ``model`` at ``layer``, as
     ``gradcam_func.grad_cam`` explains a torch model.
@@ -280,8 +281,8 @@ def grad_cam_module(
     channel_axis: where the layer's channels are in the batched activation; by default
     -1 for Flax (channels-last, as ``nnx.Conv``) and 1 for Equinox (channels-first, as
     ``eqx.nn.Conv2d``). chunk_size: cotangents per vmapped pullback (all at once when
-    None). variables: a Linen module's variables. per_example, attribute_to_layer_input:
-    see ``module_layer_vjp`` (the gradient at the layer's input array through all its
+    None). variables: a Linen module's variables. per_example, attribute_to_layer_input,
+    state (an Equinox model's BatchNorm state): see ``module_layer_vjp`` (the gradient at the layer's input array through all its
     uses). Returns (B, 1, *S) channels-first, or (B, *S, 1) channels-last; (K, B, ...) for ``targets``; ``(cams, classes (k, B))``
     for ``top_k``. The model is left as one ordinary forward pass leaves it.
     """
@@ -292,6 +293,7 @@ def grad_cam_module(
         variables=variables,
         per_example=per_example,
         attribute_to_layer_input=attribute_to_layer_input,
+        state=state,
     )
     if channel_axis is None:
         channel_axis = 1 if model_kind(model) == "equinox" else -1

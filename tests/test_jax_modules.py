@@ -706,3 +706,65 @@ def test_vits_equal_captum_on_token_layers(layer, at_input):
             attribute_to_layer_input=at_input,
         )
         assert_arrays_close(ours, expected, torch.float32)
+
+
+class EqxBN(eqx.Module):
+    """TorchBN in Equinox, per example, its BatchNorm's statistics in an eqx.nn.State."""
+
+    conv1: eqx.nn.Conv2d
+    bn: eqx.nn.BatchNorm
+    conv2: eqx.nn.Conv2d
+    fc: eqx.nn.Linear
+
+    def __init__(self, w):
+        key = jax.random.PRNGKey(0)
+        convs = []
+        for name, (i, o) in (("conv1", (3, 4)), ("conv2", (4, 5))):
+            conv = eqx.nn.Conv2d(i, o, 3, padding=1, key=key)
+            convs.append(
+                eqx.tree_at(
+                    lambda c: (c.weight, c.bias),
+                    conv,
+                    (
+                        jnp.asarray(w[f"{name}.weight"]),
+                        jnp.asarray(w[f"{name}.bias"])[:, None, None],
+                    ),
+                )
+            )
+        self.conv1, self.conv2 = convs
+        bn = eqx.nn.BatchNorm(4, axis_name="batch", inference=True, mode="ema")
+        self.bn = eqx.tree_at(
+            lambda b: (b.weight, b.bias),
+            bn,
+            (jnp.asarray(w["bn.weight"]), jnp.asarray(w["bn.bias"])),
+        )
+        self.fc = eqx_linear(w, "fc", key)
+
+    def __call__(self, x, state):
+        a, state = self.bn(self.conv1(x), state)
+        a = jax.nn.relu(a)
+        return self.fc(jax.nn.relu(self.conv2(a)).mean((1, 2))), state
+
+
+@pytest.mark.parametrize("layer, at_input", [("bn", False), ("conv2", False), ("bn", True)])
+def test_equinox_batchnorm_in_inference_mode_equals_captum(layer, at_input):
+    torch.manual_seed(5)
+    model = TorchBN()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+        model.bn.weight.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(6))
+    expected = LayerGradCam(model, getattr(model, layer)).attribute(
+        x, 1, attribute_to_layer_input=at_input
+    )
+    assert_not_zero(expected)
+    w = weights(model)
+    twin, state = eqx.nn.make_with_state(EqxBN)(w)
+    statistics = (jnp.asarray(w["bn.running_mean"]), jnp.asarray(w["bn.running_var"]))
+    state = state.set(twin.bn.ema_state_index, statistics)
+    ours = gj.grad_cam_module(
+        twin, layer, jnp.asarray(x.numpy()), 1, state=state, attribute_to_layer_input=at_input
+    )
+    assert_arrays_close(ours, expected.detach().numpy(), torch.float32)
