@@ -10,6 +10,7 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 import flax.linen as fnn
+import gradcam_func as gf
 import gradcam_func.jax as gj
 from conftest import assert_arrays_close, assert_not_zero
 
@@ -768,3 +769,61 @@ def test_equinox_batchnorm_in_inference_mode_equals_captum(layer, at_input):
         twin, layer, jnp.asarray(x.numpy()), 1, state=state, attribute_to_layer_input=at_input
     )
     assert_arrays_close(ours, expected.detach().numpy(), torch.float32)
+
+
+def test_nnx_dropout_rng_counters_end_as_after_one_forward():
+    class Net(nnx.Module):
+        def __init__(self):
+            rngs = nnx.Rngs(0, dropout=1)
+            self.conv = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+            self.fc = nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(self.drop(jax.nn.relu(self.conv(x))).mean((1, 2)))
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 3))
+    explained, plain = Net(), Net()
+    cams = gj.grad_cam_module(explained, "conv", x, targets=[0, 1])
+    plain(x)
+
+    def numbers(a):  # RNG keys as their raw bits, counters as they are
+        return np.asarray(
+            jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+        )
+
+    explained_rngs = jax.tree_util.tree_leaves(nnx.state(explained, nnx.RngState))
+    plain_rngs = jax.tree_util.tree_leaves(nnx.state(plain, nnx.RngState))
+    assert explained_rngs
+    for a, b in zip(explained_rngs, plain_rngs, strict=True):
+        np.testing.assert_array_equal(numbers(a), numbers(b))
+    assert np.asarray(cams).std() > 0
+    # and the second call draws a new mask, as a second forward would
+    again = gj.grad_cam_module(explained, "conv", x, targets=[0, 1])
+    assert not np.allclose(np.asarray(again), np.asarray(cams))
+
+
+def test_nnx_gradient_of_a_cam_loss_equals_torch_autograd_on_the_twin(twins):
+    """Every parameter, convolutions included (finite differences are unreliable there:
+    the CAM's ReLU derivatives jump), against torch.func.grad of the torch path."""
+    model, x, _, nnx_model = twins
+    xs = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    graphdef, params = nnx.split(nnx_model)
+
+    def loss(params):
+        cams = gj.grad_cam_module(nnx.merge(graphdef, params), "conv2", xs, 1)
+        return 1e4 * (cams**2).sum()  # scaled so the gradients are well above float32's atol
+
+    grads = jax.grad(loss)(params)
+    torch_params = {k: v.detach() for k, v in model.named_parameters()}
+    expected = torch.func.grad(
+        lambda p: 1e4 * (gf.grad_cam(model, "conv2", x, 1, params=p) ** 2).sum()
+    )(torch_params)
+    for name in ("conv1", "conv2"):
+        assert_not_zero(expected[f"{name}.weight"])
+        kernel = expected[f"{name}.weight"].numpy().transpose(2, 3, 1, 0)
+        assert_arrays_close(grads[name]["kernel"][...], kernel, torch.float32)
+        assert_arrays_close(
+            grads[name]["bias"][...], expected[f"{name}.bias"].numpy(), torch.float32
+        )
+    assert_arrays_close(grads["fc"]["kernel"][...], expected["fc.weight"].numpy().T, torch.float32)
