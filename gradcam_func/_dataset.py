@@ -261,6 +261,8 @@ def explain_dataset(
         num_workers=getattr(data, "num_workers", 0),
         collate_fn=getattr(data, "collate_fn", None),
         pin_memory=getattr(data, "pin_memory", False),
+        multiprocessing_context=getattr(data, "multiprocessing_context", None),
+        worker_init_fn=getattr(data, "worker_init_fn", None),
     )
 
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 two torchrun processes (gloo) give the single-process result, and the CLI."""
 
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -77,12 +78,24 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     assert not torch.allclose(cams * 0.75, expected, **close)
 
 
-def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
-    def doubled(items):  # a collate function whose effect shows in the CAMs
-        images, labels = torch.utils.data.default_collate(items)
-        return 2 * images, labels
+def doubled(items):
+    """A collate function whose effect shows in the CAMs: images doubled in a spawned
+    worker (tripled anywhere else, so a context not lent shows too)."""
+    images, labels = torch.utils.data.default_collate(items)
+    spawned = multiprocessing.get_start_method(allow_none=True) == "spawn"
+    return (2 if spawned else 3) * images, labels
 
-    loader = torch.utils.data.DataLoader(Data(), batch_size=16, num_workers=1, collate_fn=doubled)
+
+def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
+    # spawn, not fork: the suite has started JAX's threads by now, and forking a
+    # multithreaded process can deadlock; the context is lent like the rest.
+    loader = torch.utils.data.DataLoader(
+        Data(),
+        batch_size=16,
+        num_workers=1,
+        collate_fn=doubled,
+        multiprocessing_context="spawn",
+    )
     model = make_model()
     sizes = []
     model[2].register_forward_hook(lambda m, i, o: None if o.is_meta else sizes.append(len(o)))
