@@ -78,12 +78,21 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     assert not torch.allclose(cams * 0.75, expected, **close)
 
 
+FACTOR = 3  # the worker_init_fn below sets 2 in the worker
+
+
+def set_factor(worker_id):
+    global FACTOR
+    FACTOR = 2
+
+
 def doubled(items):
     """A collate function whose effect shows in the CAMs: images doubled in a spawned
-    worker (tripled anywhere else, so a context not lent shows too)."""
+    worker that ran ``set_factor`` (tripled otherwise, so a context or an init function
+    not lent shows)."""
     images, labels = torch.utils.data.default_collate(items)
     spawned = multiprocessing.get_start_method(allow_none=True) == "spawn"
-    return (2 if spawned else 3) * images, labels
+    return (FACTOR if spawned else 3) * images, labels
 
 
 def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
@@ -95,6 +104,7 @@ def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
         num_workers=1,
         collate_fn=doubled,
         multiprocessing_context="spawn",
+        worker_init_fn=set_factor,
     )
     model = make_model()
     sizes = []
