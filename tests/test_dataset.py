@@ -78,12 +78,11 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     assert not torch.allclose(cams * 0.75, expected, **close)
 
 
-FACTOR = 3  # the worker_init_fn below sets 2 in the worker
+WORKER = {"factor": 3}  # the worker_init_fn below sets 2 in the worker
 
 
 def set_factor(worker_id):
-    global FACTOR
-    FACTOR = 2
+    WORKER["factor"] = 2
 
 
 def doubled(items):
@@ -92,7 +91,7 @@ def doubled(items):
     not lent shows)."""
     images, labels = torch.utils.data.default_collate(items)
     spawned = multiprocessing.get_start_method(allow_none=True) == "spawn"
-    return (FACTOR if spawned else 3) * images, labels
+    return (WORKER["factor"] if spawned else 3) * images, labels
 
 
 def test_a_dataloader_lends_its_batch_size_workers_and_collate(tmp_path):
