@@ -1,6 +1,7 @@
 """Models that return structures: the callable target sees the output as returned,
 layer_vjp hands it back as is, and its pullback takes a cotangent of the same shape."""
 
+import re
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -153,3 +154,32 @@ def test_huggingface_model_output():
         Logits(model), model.get_submodule(layer), x, [1, 3]
     )
     assert_matches(grads, expected.detach())
+
+
+class ManyHeads(nn.Module):
+    """A dict of seven (B, 2) heads over one convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.heads = nn.ModuleList(nn.Linear(4, 2) for _ in range(7))
+
+    def forward(self, x):
+        pooled = self.conv(x).mean((2, 3))
+        return {f"h{i}": head(pooled) for i, head in enumerate(self.heads)}
+
+
+def test_messages_list_the_first_six_tensors_and_name_nameless_targets():
+    model, x = ManyHeads().eval(), torch.randn(2, 3, 5, 5)
+    shown = "; ".join(f"out['h{i}'] (2, 2) torch.float32" for i in range(6))
+    with pytest.raises(
+        gf.GradCamError, match=r"whose Tensors are: " + re.escape(shown) + r"\. Pass"
+    ):
+        gf.grad_cam(model, "conv", x, 0)
+
+    class Picker:  # a callable without __name__: named by its type
+        def __call__(self, out):
+            return out["missing"][:, 0]
+
+    with pytest.raises(gf.GradCamError, match=r"target=Picker\): the target raised KeyError"):
+        gf.grad_cam(model, "conv", x, Picker())

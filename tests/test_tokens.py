@@ -6,6 +6,7 @@ from torch import nn
 
 import gradcam_func as gf
 from conftest import assert_close
+from gradcam_func._tokens import infer_token_grid, to_channels_first
 
 
 class TinyViT(nn.Module):
@@ -90,3 +91,36 @@ def test_a_grid_that_does_not_fit_is_refused():
             token_grid=(5, 5),
             prefix_tokens=1,
         )
+
+
+def test_token_grid_auto_finds_the_grid_and_the_class_token():
+    torch.manual_seed(0)
+    model = TinyViT().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    explicit = gf.cam(model, model.block, x, 2, channel_axis=-1, token_grid=(4, 4), prefix_tokens=1)
+    inferred = gf.cam(model, model.block, x, 2, token_grid="auto")
+    assert_close(inferred, explicit)
+    assert infer_token_grid(17, (16, 16)) == (4, 4, 1)
+    assert infer_token_grid(2 + 6 * 3, (48, 24)) == (6, 3, 2)  # two prefix tokens
+
+
+def test_token_grid_auto_needs_tokens_and_an_image_and_says_so():
+    acts = torch.zeros(2, 17, 12)
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"token_grid='auto'\): needs a token activation \(B, T, D\) and an image input "
+        r"\(B, C, H, W\); got an activation of shape \(2, 17, 12, 1\) and inputs of size "
+        r"\(16, 16\)\. Pass token_grid=\(h, w\) and prefix_tokens=n yourself\.",
+    ):
+        to_channels_first(acts[..., None], token_grid="auto", image_size=(16, 16))
+    with pytest.raises(gf.GradCamError, match=r"got an activation of shape \(2, 17, 12\)\. Pass"):
+        to_channels_first(acts, token_grid="auto", image_size=None)
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"got an activation of shape \(2, 17, 12\) and inputs of size \(16, 16, 3\)",
+    ):
+        to_channels_first(acts, token_grid="auto", image_size=(16, 16, 3))
+    with pytest.raises(
+        gf.GradCamError, match=r"14 tokens for a 16 x 16 image fit no grid of the image.s shape"
+    ):
+        infer_token_grid(5 + 9, (16, 16))
