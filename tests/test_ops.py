@@ -153,3 +153,9 @@ def test_normalize_equals_a_loop_over_maps(pair):
             if high - low > 1e-12:
                 expected[b, c] = (cams[b, c] - low) / (high - low)
     assert_arrays_close(ops.normalize(cams), expected)
+
+
+def test_normalize_takes_a_two_dimensional_array_as_one_map():
+    cam = np.array([[1.0, 3.0], [5.0, 2.0]])
+    assert_arrays_close(ops.normalize(cam), (cam - 1.0) / 4.0)
+    assert_arrays_close(ops.normalize(np.array([2.0, 4.0, 3.0])), np.array([0.0, 1.0, 0.5]))

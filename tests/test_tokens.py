@@ -121,6 +121,31 @@ def test_token_grid_auto_needs_tokens_and_an_image_and_says_so():
     ):
         to_channels_first(acts, token_grid="auto", image_size=(16, 16, 3))
     with pytest.raises(
-        gf.GradCamError, match=r"14 tokens for a 16 x 16 image fit no grid of the image.s shape"
+        gf.GradCamError,
+        match=r"14 tokens for a 16 x 16 image fit no grid of the image.s shape after 0 to 8 prefix tokens\. Pass token_grid=\(h, w\) and prefix_tokens=n yourself\.$",
     ):
         infer_token_grid(5 + 9, (16, 16))
+
+
+@pytest.mark.parametrize(
+    "tokens, image_size, grid",
+    [
+        (8 + 16, (16, 16), (4, 4, 8)),  # eight prefix tokens (registers) are the most allowed
+        (4, (4, 16), (1, 4, 0)),  # one row of patches
+        (4, (16, 4), (4, 1, 0)),  # one column
+    ],
+)
+def test_token_grids_at_the_edges_of_the_search(tokens, image_size, grid):
+    assert infer_token_grid(tokens, image_size) == grid
+
+
+def test_token_grid_auto_refuses_nine_prefix_tokens_and_ambiguous_counts():
+    with pytest.raises(gf.GradCamError, match=r"25 tokens for a 16 x 16 image fit no grid"):
+        infer_token_grid(9 + 16, (16, 16))
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^cam\(\.\.\., token_grid='auto'\): 5 tokens for a 8 x 8 image fit 2 grids "
+        r"\(token_grid=\(2, 2\), prefix_tokens=1; token_grid=\(1, 1\), prefix_tokens=4\)\. "
+        r"Pass token_grid=\(h, w\) and prefix_tokens=n yourself\.$",
+    ):
+        infer_token_grid(5, (8, 8))
