@@ -103,7 +103,7 @@ def test_a_linear_combination_of_targets_gives_that_combination_of_cams(coeffici
     assert_close(cams[3], a * cams[0] + b * cams[1] + c * cams[2])
 
 
-@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("k", [1, 3, 5])  # 5: every class of the (3, 5) output
 def test_top_k_picks_each_examples_best_classes(k):
     case = ZOO["plain_cnn"](torch.float64)
     x = case.inputs[0]
@@ -130,7 +130,24 @@ def test_top_k_rejects_bad_k_and_outputs():
         gf.top_k(0)
     with pytest.raises(
         gf.GradCamError,
-        match=r"targets=top_k\(9\)\): needs class scores of "
-        r"shape \(B, N\) with N >= 9 classes, got \(3, 5\)",
+        match=r"^grad_cam\(\.\.\., targets=top_k\(9\)\): needs class scores of "
+        r"shape \(B, N\) with N >= 9 classes, got \(3, 5\)\.$",
     ):
         gf.grad_cam(case.model, case.layer, case.inputs[0], targets=gf.top_k(9))
+    for bad in (True, 2.0, "3"):
+        with pytest.raises(gf.GradCamError, match=r"expected a positive int"):
+            gf.top_k(bad)
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^top_k\(2, scores=\.\.\.\): expected a callable output -> \(B, N\) scores, "
+        r"e\.g\. lambda out: out\.logits; got list \[1, 2\]\.$",
+    ):
+        gf.top_k(2, scores=[1, 2])
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^grad_cam\(\.\.\., targets=top_k\(2, scores=\.\.\.\)\): scores must return a "
+        r"Tensor \(B, N\), returned str 'x'\.$",
+    ):
+        gf.grad_cam(
+            case.model, case.layer, case.inputs[0], targets=gf.top_k(2, scores=lambda out: "x")
+        )
