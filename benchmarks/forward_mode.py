@@ -152,7 +152,12 @@ def main():
         print("|---|---|---|---|---|---|")
         for model_name in args.models:
             for layer in args.layers:
-                for k, autodiff in [(100, "reverse"), (1000, "forward"), (1000, "auto")]:
+                for k, autodiff in [
+                    (100, "reverse"),
+                    (1000, "reverse"),
+                    (1000, "forward"),
+                    (1000, "auto"),
+                ]:
                     peak = (
                         peak_memory_bytes(
                             __file__, model_name, layer, k, "gradcam", autodiff, args.device
