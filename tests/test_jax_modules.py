@@ -827,3 +827,17 @@ def test_nnx_gradient_of_a_cam_loss_equals_torch_autograd_on_the_twin(twins):
             grads[name]["bias"][...], expected[f"{name}.bias"].numpy(), torch.float32
         )
     assert_arrays_close(grads["fc"]["kernel"][...], expected["fc.weight"].numpy().T, torch.float32)
+
+
+def test_vmap_over_an_nnx_ensemble(twins):
+    model, x, _, nnx_model = twins
+    xs = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    other = NnxCNN({k: 0.5 * v for k, v in weights(model).items()})
+    graphdef, first = nnx.split(nnx_model)
+    _, second = nnx.split(other)
+    stacked = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), first, second)
+    ensemble = jax.vmap(
+        lambda state: gj.grad_cam_module(nnx.merge(graphdef, state), "conv2", xs, 1)
+    )(stacked)
+    for i, member in enumerate((nnx_model, other)):
+        assert_arrays_close(ensemble[i], gj.grad_cam_module(member, "conv2", xs, 1), torch.float32)
