@@ -181,5 +181,15 @@ def test_messages_list_the_first_six_tensors_and_name_nameless_targets():
         def __call__(self, out):
             return out["missing"][:, 0]
 
-    with pytest.raises(gf.GradCamError, match=r"target=Picker\): the target raised KeyError"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"target=Picker\): the target raised KeyError: 'missing' \(it was given the "
+        r"model's output, a dict; its Tensors: " + re.escape(shown) + r"\)\.$",
+    ):
         gf.grad_cam(model, "conv", x, Picker())
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^grad_cam\(\.\.\., targets=top_k\(2\)\): an index target needs a model that "
+        r".* e\.g\. targets=top_k\(2, scores=lambda out: out\['h0'\]\), or wrap",
+    ):
+        gf.grad_cam(model, "conv", x, targets=gf.top_k(2))
