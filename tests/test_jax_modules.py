@@ -184,8 +184,16 @@ def test_many_targets_top_k_chunks_and_the_layer_object(twins):
 
 
 def test_sum_channels_false_sums_to_the_map(twins):
-    _, x, eqx_model, _ = twins
+    _, x, eqx_model, nnx_model = twins
     xs = jnp.asarray(x.numpy())
+    channels_last = xs.transpose(0, 2, 3, 1)
+    per_channel = gj.grad_cam_module(nnx_model, "conv2", channels_last, 1, sum_channels=False)
+    assert per_channel.shape == (3, 6, 6, 5)
+    assert_arrays_close(
+        per_channel.sum(-1, keepdims=True),
+        gj.grad_cam_module(nnx_model, "conv2", channels_last, 1),
+        torch.float32,
+    )
     per_channel = gj.grad_cam_module(eqx_model, "convs.1", xs, 1, sum_channels=False)
     assert per_channel.shape == (3, 5, 6, 6)
     assert_arrays_close(
@@ -494,16 +502,18 @@ def test_linen_layer_input_counts_every_use():
 
 
 class TorchBN(nn.Module):
+    """Conv, BatchNorm, ReLU, then a residual block: conv2's input is also the shortcut."""
+
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
         self.bn = nn.BatchNorm2d(4)
-        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
-        self.fc = nn.Linear(5, 3)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
 
     def forward(self, x):
         a = torch.relu(self.bn(self.conv1(x)))
-        return self.fc(torch.relu(self.conv2(a)).mean((2, 3)))
+        return self.fc((torch.relu(self.conv2(a)) + a).mean((2, 3)))  # residual
 
 
 class NnxBN(nnx.Module):
@@ -511,8 +521,8 @@ class NnxBN(nnx.Module):
         rngs = nnx.Rngs(0)
         self.conv1 = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=rngs)
         self.bn = nnx.BatchNorm(4, rngs=rngs)
-        self.conv2 = nnx.Conv(4, 5, (3, 3), padding="SAME", rngs=rngs)
-        self.fc = nnx.Linear(5, 3, rngs=rngs)
+        self.conv2 = nnx.Conv(4, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.fc = nnx.Linear(4, 3, rngs=rngs)
         for name in ("conv1", "conv2"):
             conv = getattr(self, name)
             conv.kernel[...] = jnp.asarray(w[f"{name}.weight"].transpose(2, 3, 1, 0))
@@ -526,10 +536,12 @@ class NnxBN(nnx.Module):
 
     def __call__(self, x):
         a = jax.nn.relu(self.bn(self.conv1(x)))
-        return self.fc(jax.nn.relu(self.conv2(a)).mean((1, 2)))
+        return self.fc((jax.nn.relu(self.conv2(a)) + a).mean((1, 2)))
 
 
-@pytest.mark.parametrize("layer, at_input", [("bn", False), ("conv2", False), ("bn", True)])
+@pytest.mark.parametrize(
+    "layer, at_input", [("bn", False), ("conv2", False), ("bn", True), ("conv2", True)]
+)
 def test_nnx_batchnorm_in_eval_mode_equals_captum(layer, at_input):
     torch.manual_seed(5)
     model = TorchBN()
@@ -720,7 +732,7 @@ class EqxBN(eqx.Module):
     def __init__(self, w):
         key = jax.random.PRNGKey(0)
         convs = []
-        for name, (i, o) in (("conv1", (3, 4)), ("conv2", (4, 5))):
+        for name, (i, o) in (("conv1", (3, 4)), ("conv2", (4, 4))):
             conv = eqx.nn.Conv2d(i, o, 3, padding=1, key=key)
             convs.append(
                 eqx.tree_at(
@@ -744,10 +756,12 @@ class EqxBN(eqx.Module):
     def __call__(self, x, state):
         a, state = self.bn(self.conv1(x), state)
         a = jax.nn.relu(a)
-        return self.fc(jax.nn.relu(self.conv2(a)).mean((1, 2))), state
+        return self.fc((jax.nn.relu(self.conv2(a)) + a).mean((1, 2))), state
 
 
-@pytest.mark.parametrize("layer, at_input", [("bn", False), ("conv2", False), ("bn", True)])
+@pytest.mark.parametrize(
+    "layer, at_input", [("bn", False), ("conv2", False), ("bn", True), ("conv2", True)]
+)
 def test_equinox_batchnorm_in_inference_mode_equals_captum(layer, at_input):
     torch.manual_seed(5)
     model = TorchBN()
