@@ -68,6 +68,13 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name)
 
 
+def _at(obj: Any, path: Sequence[str]) -> Any:
+    """The node at the attribute path ``path`` (already checked by ``path_of``)."""
+    for name in path:
+        obj = _get(obj, name)
+    return obj
+
+
 def path_of(model: Any, layer: Any) -> tuple[str, ...]:
     """The attribute path of ``layer`` in ``model``: parsed from a dotted string
     (``"blocks.3.conv"``), or found by identity for a submodule object."""
@@ -227,10 +234,7 @@ def _equinox_marked(
     import equinox as eqx
 
     def where(m: Any) -> Any:
-        node = m
-        for name in path:
-            node = _get(node, name)
-        return node
+        return _at(m, path)
 
     inner = where(model)
 
@@ -256,9 +260,7 @@ def _nnx_marked(
     def forward(x: Any) -> Any:
         # fresh Variables, made in this trace, so the forward may update them here
         copy = nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a, state))
-        parent = copy
-        for name in path[:-1]:
-            parent = _get(parent, name)
+        parent = _at(copy, path[:-1])
         inner = _get(parent, path[-1])
         seen: list[Any] = []
         _set(parent, path[-1], _Tap(inner, seen, on_input))
