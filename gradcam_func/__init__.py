@@ -3,6 +3,7 @@
 from . import methods, metrics, ops, targets, viz
 from ._cam import cam
 from ._checks import GradCamError
+from ._compiled import compile_grad_cam
 from ._dataset import explain_dataset, load_cams
 from ._fusion import fuse_layers
 from ._grad_cam import grad_cam
@@ -16,6 +17,7 @@ from .ops import normalize
 
 __all__ = [
     "grad_cam",
+    "compile_grad_cam",
     "layer_vjp",
     "top_k",
     "cam",

@@ -322,6 +322,22 @@ def _find_spec(model, module, args, state, attribute_to_layer_input, call, meta)
     return _probe(model, module, args, state, attribute_to_layer_input, call)
 
 
+def layer_spec(model, module, args, state, attribute_to_layer_input, call, *, fresh=False):
+    """What ``module`` sees when ``model(*args)`` runs: ``((shape, dtype, source), ...)``
+    per tensor, or None if it is not called. From the cache for this input signature,
+    else from a probe (on the meta device first); ``fresh``: a real probe, cached anew."""
+    cache = _SPECS.setdefault(module, {})
+    signature = _signature(args, attribute_to_layer_input)
+    spec = None if fresh else cache.get(signature)
+    if spec is None:
+        spec = _find_spec(
+            model, module, args, state, attribute_to_layer_input, call, meta=not fresh
+        )
+        _check_spec(spec, model, module, attribute_to_layer_input, call)
+        cache[signature] = spec
+    return spec
+
+
 def split(
     model,
     layer,
@@ -360,17 +376,13 @@ def split(
         )
     check_params(model, params, call)
     state = model_state(model, params)
-    signature = _signature(args, attribute_to_layer_input)
-    specs = []
-    for module in modules:
-        spec = _SPECS.setdefault(module, {}).get(signature)
-        if spec is None:
-            spec = _find_spec(model, module, args, state, attribute_to_layer_input, call, meta=True)
-        specs.append(spec)
+    specs = [
+        layer_spec(model, module, args, state, attribute_to_layer_input, call) for module in modules
+    ]
     for _ in range(2):
         for module, spec in zip(modules, specs, strict=True):
             _check_spec(spec, model, module, attribute_to_layer_input, call)
-            _SPECS[module][signature] = spec
+            _SPECS[module][_signature(args, attribute_to_layer_input)] = spec
         try:
             return _split_with(
                 model,

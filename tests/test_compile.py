@@ -1,0 +1,178 @@
+"""compile_grad_cam: one torch.compile graph (no breaks), grad_cam's values, Captum's."""
+
+import pytest
+import torch
+from captum.attr import LayerGradCam
+from torch import nn
+
+import gradcam_func as gf
+from tests.conftest import assert_close, assert_matches, hooks_of, snapshot, assert_unchanged
+from tests.zoo import PlainCNN, Residual
+
+
+class Counted:
+    """A torch.compile backend that runs the captured graph as is and counts graphs."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, graph, example_inputs):
+        self.graphs += 1
+        return graph.forward
+
+
+def residual(seed=0):
+    torch.manual_seed(seed)
+    model = Residual().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def captum_loop(model, layer, x, classes, **options):
+    explainer = LayerGradCam(model, layer)
+    return torch.stack([explainer.attribute(x, c, **options).detach() for c in classes])
+
+
+@pytest.mark.parametrize("layer", ["conv", "bn", "stem"])
+def test_one_graph_with_captums_values_for_every_target(layer):
+    """fullgraph=True fails on any graph break; the layer's output feeds an in-place
+    ReLU at "bn" (what is kept must be the value before it)."""
+    model, x = residual(), torch.randn(3, 3, 6, 6)
+    backend = Counted()
+    explain = gf.compile_grad_cam(model, layer, backend=backend, fullgraph=True)
+    expected = captum_loop(model, getattr(model, layer), x, [0, 2, 3])
+    assert_matches(explain(x, targets=[0, 2, 3]), expected)
+    assert backend.graphs == 1
+
+
+def test_new_class_values_reuse_the_graph_and_every_form_matches_grad_cam():
+    model, x = residual(), torch.randn(4, 3, 6, 6)
+    backend = Counted()
+    explain = gf.compile_grad_cam(model, "conv", backend=backend, fullgraph=True)
+    explain(x, targets=[0, 1])
+    explain(x, targets=[3, 2])
+    assert backend.graphs == 1  # the indices are a tensor input of the graph
+    per_example = torch.tensor([3, 0, 1, 2])
+    for kwargs in (
+        dict(targets=[3, 2]),
+        dict(targets=[per_example, 1]),
+        dict(targets=range(4)),
+        dict(targets="all"),
+        dict(target=2),
+        dict(target=per_example),
+    ):
+        expected = gf.grad_cam(model, "conv", x, **kwargs)
+        assert_matches(explain(x, **kwargs), expected)
+    stacked = torch.tensor([[0, 1, 2, 3], [1, 1, 1, 1]])  # (K, B), a form of its own
+    expected = gf.grad_cam(model, "conv", x, targets=list(stacked))
+    assert_matches(explain(x, targets=stacked), expected)
+
+
+def test_relu_sum_channels_and_chunks_against_captum():
+    model, x = residual(1), torch.randn(2, 3, 6, 6)
+    layer = model.conv
+    for chunk_size in (None, 1, "auto"):
+        explain = gf.compile_grad_cam(
+            model, layer, relu=True, sum_channels=False, chunk_size=chunk_size, backend="eager"
+        )
+        expected = captum_loop(
+            model, layer, x, [0, 1, 3], relu_attributions=True, attr_dim_summation=False
+        )
+        assert expected.shape == (3, 2, 8, 6, 6)
+        assert_matches(explain(x, targets=[0, 1, 3]), expected)
+
+
+def test_inductor_compiles_it_and_matches_captum():
+    model, x = residual(2), torch.randn(2, 3, 6, 6)
+    explain = gf.compile_grad_cam(model, "conv", fullgraph=True)
+    expected = captum_loop(model, model.conv, x, [1, 3])
+    assert_matches(explain(x, targets=[1, 3]), expected)
+    assert_matches(explain(x, targets=[3, 0]), captum_loop(model, model.conv, x, [3, 0]))
+
+
+def test_train_mode_batchnorm_updates_statistics_once_like_a_forward():
+    model, x = residual(3).train(), torch.randn(4, 3, 6, 6)
+    twin = residual(3).train()
+    expected = gf.grad_cam(twin, "conv", x, targets=[0, 1, 2])
+    explain = gf.compile_grad_cam(model, "conv", backend="eager", fullgraph=True)
+    assert_matches(explain(x, targets=[0, 1, 2]), expected)
+    reference = residual(3).train()
+    with torch.no_grad():
+        reference(x)
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, dict(reference.named_buffers())[name]), name
+    assert not torch.equal(model.bn.running_mean, residual(3).bn.running_mean)
+
+
+def test_the_module_hooks_and_inputs_are_left_as_they_were_also_after_an_error():
+    model, x = residual(), torch.randn(2, 3, 6, 6)
+    model.conv.register_forward_hook(lambda *args: None)
+    before_hooks, saved = hooks_of(model), snapshot(model, (x,))
+    explain = gf.compile_grad_cam(model, "conv", backend="eager")
+    explain(x, targets=[0, 1])
+    with pytest.raises(gf.GradCamError, match="out of range for the model's 4 classes"):
+        explain(x, targets=[1, 4])
+    assert hooks_of(model) == before_hooks
+    assert_unchanged(model, (x,), saved)
+
+
+class DictOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = PlainCNN()
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+@pytest.mark.parametrize(
+    ("make", "layer", "kwargs", "message"),
+    [
+        (residual, "conv", {}, r"expected target=class .* got neither"),
+        (residual, "conv", dict(targets=[1.5]), r"expected class indices.*got \[1.5\]"),
+        (residual, "conv", dict(targets=[torch.tensor([1, 2, 3])]), r"3 indices for 2 examples"),
+        (residual, "conv", dict(targets=[-1]), r"must be >= 0; got -1"),
+        (residual, "conv", dict(targets=[]), r"expected at least one target"),
+        (residual, "conv", dict(target=1, targets=[1]), r"pass one of them"),
+        (DictOutput, "net.conv2", dict(targets=[1]), r"Tensor of class scores \(B, N\).*dict"),
+    ],
+)
+def test_bad_arguments_name_what_was_expected(make, layer, kwargs, message):
+    explain = gf.compile_grad_cam(make(), layer, backend="eager")
+    with pytest.raises(gf.GradCamError, match=message):
+        explain(torch.randn(2, 3, 6, 6), **kwargs)
+
+
+def test_the_model_and_layer_are_checked_when_the_explainer_is_made():
+    with pytest.raises(gf.GradCamError, match=r"expected an nn.Module.*function"):
+        gf.compile_grad_cam(lambda x: x, "conv")
+    with pytest.raises(gf.GradCamError, match="conv9"):
+        gf.compile_grad_cam(residual(), "conv9")
+    with pytest.raises(gf.GradCamError, match="chunk_size=0"):
+        gf.compile_grad_cam(residual(), "conv", chunk_size=0)
+
+
+def test_a_layer_called_twice_is_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(self.conv(x)).mean((2, 3)))
+
+    explain = gf.compile_grad_cam(Twice(), "conv", backend="eager")
+    with pytest.raises(gf.GradCamError, match="called 2 times in one forward"):
+        explain(torch.randn(2, 3, 6, 6), targets=[0])
+
+
+def test_eager_and_compiled_agree_at_float64():
+    model = PlainCNN().double().eval()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    explain = gf.compile_grad_cam(model, model.conv2, backend="eager", fullgraph=True)
+    expected = captum_loop(model, model.conv2, x, [0, 4])
+    assert_matches(explain(x, targets=[0, 4]), expected)
+    assert_close(explain(x, target=4), expected[1])
