@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test,jax,flax,equinox,viz,metrics,dev,docs]'
 	touch $@
 
-.PHONY: test lint typecheck docs mutate demo bench wheel-check
+.PHONY: test lint typecheck docs mutate demo bench anchors wheel-check
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -40,6 +40,21 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/multi_target.py
+
+# The anchors benchmark (pytorch-grad-cam, torchcam, Captum on torchvision models) in an
+# environment of its own: torchvision does not import beside the CPU torch build of .venv,
+# so this one takes torch 2.14.1 with its matching torchvision (a CUDA build, several GB,
+# run on the CPU). Not in CI.
+ANCHORS := build/anchors-venv
+$(ANCHORS)/.installed: pyproject.toml Makefile
+	python3 -m venv $(ANCHORS)
+	$(ANCHORS)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(ANCHORS)/bin/pip install -q grad-cam==1.5.7 torchcam==0.5.0 captum==0.9.0
+	$(ANCHORS)/bin/pip install -q -e .
+	touch $@
+
+anchors: $(ANCHORS)/.installed
+	cd benchmarks && ../$(ANCHORS)/bin/python anchors.py
 
 # The sdist and wheel from the standard front end, then the wheel alone (no extras) in a
 # fresh virtual environment: the core must work there and each extra must be named.
