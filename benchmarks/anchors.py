@@ -30,6 +30,7 @@ library's hooks live only while its own call is timed. Times are medians of
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -103,6 +104,14 @@ def captum_maps(model, module, x, classes):
     return torch.stack([explainer.attribute(x, c).detach().relu() for c in classes])
 
 
+def cell(med, key):
+    return f"{med[key]:.2f}" if key in med else "—"
+
+
+def ratio(med, theirs, mine):
+    return f"{med[theirs] / med[mine]:.1f}×" if theirs in med else "—"
+
+
 def timed(fn, device):
     start = time.perf_counter()
     fn()
@@ -139,15 +148,15 @@ def main():
         for k in args.ks:
             classes = list(range(k))
             table = {
-                "ours_pgc": lambda: ours(model, layer, x, classes, tokens, "pgc"),
-                "pgc": lambda: pgc_maps(model, module, x, classes, tokens),
+                "ours_pgc": partial(ours, model, layer, x, classes, tokens, "pgc"),
+                "pgc": partial(pgc_maps, model, module, x, classes, tokens),
             }
             if tokens is None:
                 table.update(
-                    ours_tc=lambda: ours(model, layer, x, classes, tokens, "torchcam"),
-                    torchcam=lambda: torchcam_maps(model, layer, x, classes),
-                    ours_raw=lambda: ours(model, layer, x, classes, tokens, "raw"),
-                    captum=lambda: captum_maps(model, module, x, classes),
+                    ours_tc=partial(ours, model, layer, x, classes, tokens, "torchcam"),
+                    torchcam=partial(torchcam_maps, model, layer, x, classes),
+                    ours_raw=partial(ours, model, layer, x, classes, tokens, "raw"),
+                    captum=partial(captum_maps, model, module, x, classes),
                 )
             results = {key: fn() for key, fn in table.items()}
             gaps = []
@@ -165,20 +174,11 @@ def main():
                 for key, fn in table.items():
                     times[key].append(timed(fn, args.device))
             med = {key: sorted(ts)[len(ts) // 2] for key, ts in times.items()}
-
-            def cell(key):
-                return f"{med[key]:.2f}" if key in med else "—"
-
-            def ratio(theirs, mine):
-                return f"{med[theirs] / med[mine]:.1f}×" if theirs in med else "—"
-
-            print(
-                f"| {name} | {k} | {cell('ours_pgc')} | {cell('pgc')} | "
-                f"{ratio('pgc', 'ours_pgc')} | {cell('ours_tc')} | {cell('torchcam')} | "
-                f"{ratio('torchcam', 'ours_tc')} | {cell('ours_raw')} | {cell('captum')} | "
-                f"{ratio('captum', 'ours_raw')} | {', '.join(gaps)} |",
-                flush=True,
-            )
+            cells = [cell(med, "ours_pgc"), cell(med, "pgc"), ratio(med, "pgc", "ours_pgc")]
+            cells += [cell(med, "ours_tc"), cell(med, "torchcam")]
+            cells += [ratio(med, "torchcam", "ours_tc"), cell(med, "ours_raw")]
+            cells += [cell(med, "captum"), ratio(med, "captum", "ours_raw"), ", ".join(gaps)]
+            print(f"| {name} | {k} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":

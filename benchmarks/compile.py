@@ -12,6 +12,7 @@ checked equal to eager ``grad_cam`` before timing.
 
 import argparse
 import time
+from functools import partial
 
 import torch
 from torch import nn
@@ -75,7 +76,9 @@ def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}")
 
-    print("\n| model | torch.compile(grad_cam): graphs, breaks | compile_grad_cam: graphs, breaks |")
+    print(
+        "\n| model | torch.compile(grad_cam): graphs, breaks | compile_grad_cam: graphs, breaks |"
+    )
     print("|---|---|---|")
     for name, model, layer, size in (
         ("plain CNN", PlainCNN(), "convs.4", 64),
@@ -98,12 +101,13 @@ def main():
     print("|---|---|---|---|---|---|")
     for k in args.ks:
         targets = list(range(k))
-        eager = lambda: gf.grad_cam(model, "layer4", x, targets=targets)  # noqa: E731
-        around_fn = torch.compile(lambda x: gf.grad_cam(model, "layer4", x, targets=targets))
+        eager = partial(gf.grad_cam, model, "layer4", x, targets=targets)
+        around_fn = torch.compile(partial(gf.grad_cam, model, "layer4", targets=targets))
         ours_fn = gf.compile_grad_cam(model, "layer4")
         expected = eager()
         firsts = []
-        for fn in (lambda: around_fn(x), lambda: ours_fn(x, targets=targets)):
+        around, ours = partial(around_fn, x), partial(ours_fn, x, targets=targets)
+        for fn in (around, ours):
             start = time.perf_counter()
             result = fn()
             synchronize(args.device)
@@ -111,8 +115,8 @@ def main():
             torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)
         table = {
             "eager": eager,
-            "around": lambda: around_fn(x),
-            "ours": lambda: ours_fn(x, targets=targets),
+            "around": around,
+            "ours": ours,
         }
         times = {name: [] for name in table}
         for _ in range(args.repeats):

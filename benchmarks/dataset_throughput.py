@@ -1,12 +1,16 @@
-"""explain_dataset throughput: examples per second for 1 and 2 processes, K = 1 and 10.
+"""explain_dataset throughput: examples per second for 1 and 2 processes, K = 1 and 10,
+against the loop a Captum user writes over a DataLoader.
 
-    python benchmarks/dataset_throughput.py
+    python benchmarks/dataset_throughput.py [--device cpu]
 
 A ResNet-18 at width 16 on 8,192 random 64x64 images (`layer4`, batch 64, float16
 shards). Two processes run under torchrun with the gloo backend, each explaining half
 the data set with torch limited to one thread, against one process with two threads.
-Prints the wall time of the whole command (start-up included) and the time spent
-inside explain_dataset (the slowest rank's), with examples per second for each.
+The Captum loop (one process): per batch of the same DataLoader, one
+``LayerGradCam.attribute`` per class, the K maps stacked, cast to float16 and saved
+with ``torch.save`` every 512 examples. Prints the wall time of the whole command
+(start-up included) and the time spent inside the explaining (the slowest rank's),
+with examples per second for each.
 """
 
 import json
@@ -42,7 +46,28 @@ def make_model():
     return resnet18(num_classes=100, width=16).eval()
 
 
-def job(out, k):
+def captum_job(out, k, device):
+    """The Captum user's loop over a DataLoader, K attribute calls per batch."""
+    from captum.attr import LayerGradCam
+
+    model = make_model().to(device)
+    explainer = LayerGradCam(model, model.layer4)
+    loader = torch.utils.data.DataLoader(Images(), batch_size=64)
+    start = time.perf_counter()
+    shard, written = [], 0
+    for x in loader:
+        x = x.to(device)
+        cams = torch.stack([explainer.attribute(x, c).detach() for c in range(k)], 1)
+        shard.append(cams.half().cpu())
+        if sum(len(c) for c in shard) >= 512:
+            torch.save(torch.cat(shard), os.path.join(out, f"shard_{written:05d}.pt"))
+            shard, written = [], written + 1
+    if shard:
+        torch.save(torch.cat(shard), os.path.join(out, f"shard_{written:05d}.pt"))
+    print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+
+
+def job(out, k, device):
     """One run (a rank, under torchrun): explain everything for classes 0..k-1."""
     import gradcam_func as gf
 
@@ -52,7 +77,7 @@ def job(out, k):
         torch.distributed.init_process_group("gloo")
     try:
         summary = gf.explain_dataset(
-            make_model(),
+            make_model().to(device),
             "layer4",
             Images(),
             targets=list(range(k)),
@@ -82,17 +107,20 @@ def timed(command):
     return wall, max(summary["seconds"] for summary in summaries)
 
 
-def main():
+def main(device):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}")
     print(
-        "| processes | K | wall s (incl. start-up) | examples/s | explain_dataset s | examples/s |"
+        "| way | processes | K | wall s (incl. start-up) | examples/s | explaining s | examples/s |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for k in (1, 10):
-        for processes in (1, 2):
+        for way, processes in (("explain_dataset", 1), ("explain_dataset", 2), ("Captum", 1)):
             out = tempfile.mkdtemp()
             try:
-                if processes == 1:
-                    command = [sys.executable, __file__, "--job", out, str(k)]
+                if way == "Captum":
+                    command = [sys.executable, __file__, "--captum-job", out, str(k), device]
+                elif processes == 1:
+                    command = [sys.executable, __file__, "--job", out, str(k), device]
                 else:
                     command = [
                         sys.executable,
@@ -108,20 +136,22 @@ def main():
                         "--job",
                         out,
                         str(k),
+                        device,
                     ]
                 wall, inside = timed(command)
             finally:
                 shutil.rmtree(out)
             print(
-                f"| {processes} | {k} | {wall:.1f} | {N / wall:.0f} | {inside:.1f} "
+                f"| {way} | {processes} | {k} | {wall:.1f} | {N / wall:.0f} | {inside:.1f} "
                 f"| {N / inside:.0f} |",
                 flush=True,
             )
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--job"]:
+    if sys.argv[1:2] in (["--job"], ["--captum-job"]):
         sys.path.insert(0, HERE)
-        job(sys.argv[2], int(sys.argv[3]))
+        run_job = job if sys.argv[1] == "--job" else captum_job
+        run_job(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
-        main()
+        main(sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cpu")

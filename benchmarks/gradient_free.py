@@ -2,6 +2,7 @@
 pytorch-grad-cam and torchcam run, written here in plain torch (same maths, same run).
 
     python benchmarks/gradient_free.py [--size 64] [--batch 8] [--layers layer4 layer3]
+                                       [--device cpu]
 
 ResNet-50 (plain torch, torchvision's layout, random weights), ``--size`` pixels.
 - Ablation-CAM, pytorch-grad-cam's way: per image, per group of 32 channels, a full
@@ -45,7 +46,7 @@ def ablation_loop(model, layer, x, classes, group=32):
     for cls in classes:
         with torch.no_grad():
             original = model(x)[:, cls]
-        weights = torch.empty(acts.shape[:2])
+        weights = torch.empty(acts.shape[:2], device=acts.device)
         for b in range(len(x)):
             a = acts[b]
             value = 0.0 if a.min() == 0 else a.min() - 1e7
@@ -72,7 +73,7 @@ def score_loop(model, layer, x, classes, group=32):
     )
     b, c = acts.shape[:2]
     masked = (masks.unsqueeze(2) * x.unsqueeze(1)).reshape(b * c, *x.shape[1:])
-    owner = torch.arange(b).repeat_interleave(c)
+    owner = torch.arange(b, device=x.device).repeat_interleave(c)
     maps = []
     with torch.no_grad():
         logits = model(x)
@@ -101,9 +102,9 @@ def ours(method, model, layer, x, classes, batch_size):
     )
 
 
-def setup(size, batch):
+def setup(size, batch, device):
     torch.manual_seed(0)
-    return resnet50().eval(), torch.rand(batch, 3, size, size)
+    return resnet50().eval().to(device), torch.rand(batch, 3, size, size, device=device)
 
 
 def main():
@@ -112,19 +113,20 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--layers", nargs="+", default=["layer4", "layer3"])
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--peak-of", nargs="+")
     args = parser.parse_args()
     if args.peak_of:
-        method, side, layer, k, size, batch, chunk = args.peak_of
-        model, x = setup(int(size), int(batch))
+        method, side, layer, k, size, batch, chunk, device = args.peak_of
+        model, x = setup(int(size), int(batch), device)
         classes = list(range(int(k)))
         if side == "ours":
-            report_peak(lambda: ours(method, model, layer, x, classes, int(chunk)))
+            report_peak(lambda: ours(method, model, layer, x, classes, int(chunk)), device)
         else:
             loop = ablation_loop if method == "ablationcam" else score_loop
-            report_peak(lambda: loop(model, layer, x, classes))
+            report_peak(lambda: loop(model, layer, x, classes), device)
         return
-    model, x = setup(args.size, args.batch)
+    model, x = setup(args.size, args.batch, args.device)
     rows = []
     for method, loop, who in [
         ("ablationcam", ablation_loop, "pytorch-grad-cam's loop"),
@@ -155,6 +157,7 @@ def main():
                             args.size,
                             args.batch,
                             args.chunk,
+                            args.device,
                         )
                         / GIB
                         for side in ("ours", "loop")
@@ -165,7 +168,7 @@ def main():
                 rows.append((method, layer, k, mine, theirs, who, memory))
     print(
         f"ResNet-50, {args.size}x{args.size}, batch {args.batch}, "
-        f"{torch.get_num_threads()} threads, gradcam_func batch_size={args.chunk}"
+        f"{torch.get_num_threads()} threads, {args.device}, gradcam_func batch_size={args.chunk}"
     )
     print(
         "| method | layer | K | gradcam_func (s) | the libraries' loop (s) | ratio | "

@@ -1,6 +1,6 @@
 """Metrics batched against the same computation one example and one target at a time.
 
-    python benchmarks/metrics.py [--size 224] [--steps 50] [--k 10] [--batch 8]
+    python benchmarks/metrics.py [--size 224] [--steps 50] [--k 10] [--batch 8] [--device cpu]
 
 Deletion AUC of a ResNet-18 (plain torch, torchvision's layout, random weights) at
 ``layer4``: gradcam_func's ``metrics.deletion`` (all B x K x (S + 1) copies in batched
@@ -25,7 +25,7 @@ def deletion_loop(model, x, cams, classes, steps):
     """One (target, example, step) at a time: the way per-image metric code runs."""
     size = x.shape[-2:]
     units = size[0] * size[1]
-    curves = torch.empty(len(classes), len(x), steps + 1)
+    curves = torch.empty(len(classes), len(x), steps + 1, device=x.device)
     with torch.no_grad():
         for k, cls in enumerate(classes):
             for b in range(len(x)):
@@ -41,14 +41,15 @@ def deletion_loop(model, x, cams, classes, steps):
 def randomization_loop(model, layer, x, cls, names):
     """Cascading randomization by copying the model for every stage."""
     cams, randomized = [], []
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=x.device).manual_seed(0)
     for name in names:
         randomized += [n for n, _ in model.named_parameters() if n.startswith(name + ".")]
         twin = copy.deepcopy(model)
         with torch.no_grad():
             for n in randomized:
                 p = twin.get_parameter(n)
-                p.copy_(torch.randn(p.shape, generator=generator) * p.pow(2).mean().sqrt())
+                noise = torch.randn(p.shape, generator=generator, device=p.device)
+                p.copy_(noise * p.pow(2).mean().sqrt())
         cams.append(gf.grad_cam(twin, layer, x, cls))
     return torch.stack(cams)
 
@@ -60,10 +61,11 @@ def main():
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = resnet18().eval()
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    model = resnet18().eval().to(args.device)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     classes = list(range(args.k))
     cams = gf.grad_cam(model, "layer4", x, targets=classes)
 
@@ -94,7 +96,7 @@ def main():
         )
     )
 
-    print(f"ResNet-18 `layer4`, {torch.get_num_threads()} threads")
+    print(f"ResNet-18 `layer4`, {torch.get_num_threads()} threads, {args.device}")
     print("| metric | setting | gradcam_func (s) | one at a time (s) | ratio |")
     print("|---|---|---|---|---|")
     for metric, setting, mine, theirs in rows:

@@ -3,6 +3,7 @@
     python benchmarks/multi_target.py            # the full table (about 30 minutes on 2 cores)
     python benchmarks/multi_target.py --quick    # ResNet-18 layer4 only (a few minutes)
     python benchmarks/multi_target.py --ks 100 --chunks 100 25 10 4   # chunk sizes
+    python benchmarks/multi_target.py --device cuda   # on a GPU (timings synchronised)
 
 Every method gets the same model and inputs in the same run, and the results are
 checked to agree before anything is timed. Times are medians of
@@ -24,10 +25,10 @@ MODELS = {"resnet18": resnet18, "resnet50": resnet50}
 GIB = 2**30
 
 
-def setup(model_name, batch, seed=0):
+def setup(model_name, batch, device="cpu", seed=0):
     torch.manual_seed(seed)
-    model = MODELS[model_name]().eval()
-    return model, torch.randn(batch, 3, 224, 224)
+    model = MODELS[model_name]().eval().to(device)
+    return model, torch.randn(batch, 3, 224, 224, device=device)
 
 
 def ours(model, layer, x, k, chunk_size=None):
@@ -60,7 +61,7 @@ def raw_autograd(model, layer, x, k):
         finally:
             handle.remove()
         acts = captured[0]
-        cotangents = torch.zeros(k, *output.shape)
+        cotangents = torch.zeros(k, *output.shape, device=output.device)
         cotangents[torch.arange(k), :, torch.arange(k)] = 1
         (grads,) = torch.autograd.grad(output, acts, cotangents, is_grads_batched=True)
         weights = grads.mean((3, 4), keepdim=True)
@@ -100,7 +101,7 @@ def ratio(a, b):
     return "—" if a is None or b is None else f"{a / b:.2f}×"
 
 
-def time_table(models, layers, batches, ks, loop_once_up_to):
+def time_table(models, layers, batches, ks, loop_once_up_to, device):
     print(
         "| model | layer | B | K | gradcam_func s | raw autograd s | Captum loop s "
         "| Captum repeated s | loop / ours | raw / ours | repeated / ours |"
@@ -108,7 +109,7 @@ def time_table(models, layers, batches, ks, loop_once_up_to):
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model_name in models:
         for batch in batches:
-            model, x = setup(model_name, batch)
+            model, x = setup(model_name, batch, device)
             for layer in layers:
                 per_target = None
                 for k in ks:
@@ -138,12 +139,12 @@ def time_table(models, layers, batches, ks, loop_once_up_to):
                     )
 
 
-def chunk_table(models, layers, batch, k, chunk_sizes):
+def chunk_table(models, layers, batch, k, chunk_sizes, device):
     """gradcam_func alone at one K for several chunk sizes (time of one run each)."""
     print("| model | layer | B | K | chunk_size | gradcam_func s |")
     print("|---|---|---|---|---|---|")
     for model_name in models:
-        model, x = setup(model_name, batch)
+        model, x = setup(model_name, batch, device)
         for layer in layers:
             for chunk in chunk_sizes:
                 fn = method_fn("gradcam_func", model, layer, x, k, chunk)
@@ -155,22 +156,22 @@ def chunk_table(models, layers, batch, k, chunk_sizes):
                 )
 
 
-def memory_table(configs):
+def memory_table(configs, device):
     print("| model | layer | B | K | method | chunk_size | peak GiB |")
     print("|---|---|---|---|---|---|---|")
     for model_name, layer, batch, k, method, chunk in configs:
-        peak = peak_memory_bytes(__file__, model_name, layer, batch, k, method, chunk)
+        peak = peak_memory_bytes(__file__, model_name, layer, batch, k, method, chunk, device)
         print(
             f"| {model_name} | {layer} | {batch} | {k} | {method} | {chunk} | {peak / GIB:.2f} |",
             flush=True,
         )
 
 
-def measure_peak(model_name, layer, batch, k, method, chunk):
-    model, x = setup(model_name, int(batch))
+def measure_peak(model_name, layer, batch, k, method, chunk, device):
+    model, x = setup(model_name, int(batch), device)
     fn = method_fn(method, model, layer, x, int(k), None if chunk == "None" else int(chunk))
     gf.grad_cam(model, layer, x, 0)  # warm the shape cache (the measured shapes) outside it
-    report_peak(fn)
+    report_peak(fn, device)
 
 
 def main(argv=None):
@@ -189,15 +190,16 @@ def main(argv=None):
         metavar="CHUNK_SIZE",
         help="only time gradcam_func at batch 8, K=max(--ks), per chunk size",
     )
-    parser.add_argument("--peak-of", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--peak-of", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peak_of:
         return measure_peak(*args.peak_of)
     if args.quick:
         args.models, args.layers = ["resnet18"], ["layer4"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}\n")
     if args.chunks:
-        return chunk_table(args.models, args.layers, 8, max(args.ks), args.chunks)
+        return chunk_table(args.models, args.layers, 8, max(args.ks), args.chunks, args.device)
     if not args.no_time:
         time_table(
             args.models,
@@ -205,6 +207,7 @@ def main(argv=None):
             args.batches,
             args.ks,
             loop_once_up_to={("resnet18", "layer4", 8)},
+            device=args.device,
         )
     if not args.no_memory:
         print()
@@ -218,7 +221,7 @@ def main(argv=None):
                         configs.append((model_name, layer, 8, k, method, None))
                 for chunk in (10, 4):
                     configs.append((model_name, layer, 8, max(args.ks), "gradcam_func", chunk))
-        memory_table(configs)
+        memory_table(configs, args.device)
 
 
 if __name__ == "__main__":
