@@ -176,3 +176,12 @@ def test_eager_and_compiled_agree_at_float64():
     expected = captum_loop(model, model.conv2, x, [0, 4])
     assert_matches(explain(x, targets=[0, 4]), expected)
     assert_close(explain(x, target=4), expected[1])
+
+
+def test_inside_no_grad_as_explainers_are_usually_called():
+    model, x = residual(4), torch.randn(2, 3, 6, 6)
+    explain = gf.compile_grad_cam(model, "conv", backend="eager", fullgraph=True)
+    with torch.no_grad():
+        cams = explain(x, targets=[0, 3])
+    assert not cams.requires_grad
+    assert_matches(cams, captum_loop(model, model.conv, x, [0, 3]))
