@@ -188,7 +188,13 @@ def compile_grad_cam(
     # Dynamo keeps its compiled graphs, and counts recompilations against a limit (8),
     # per code object: each explainer gets a code object of its own, so explaining many
     # models (or layers) does not send later ones back to eager.
-    own = types.FunctionType(_cams.__code__.replace(), _cams.__globals__, _cams.__name__)
+    own = types.FunctionType(
+        _cams.__code__.replace(),
+        _cams.__globals__,
+        _cams.__name__,
+        _cams.__defaults__,
+        _cams.__closure__,
+    )
     compiled = torch.compile(own, **compile_options)
 
     def explain(
