@@ -9,6 +9,14 @@ settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# mutmut's stats run (which tests reach which mutated function, `make mutate`) records
+# each call through a ContextVar, which Dynamo cannot trace: there, and only there,
+# torch.compile is off (fullgraph with it, which would find no graph), so compiled tests
+# run eagerly and record their calls. Each mutant itself is then tested compiled.
+MUTMUT_STATS = os.environ.get("MUTANT_UNDER_TEST") == "stats"
+torch._dynamo.config.disable = MUTMUT_STATS
+FULLGRAPH = not MUTMUT_STATS
+
 # One tolerance per dtype, used by every comparison of results computed two ways.
 TOLERANCES = {
     torch.float16: dict(rtol=1e-2, atol=1e-3),
