@@ -141,6 +141,11 @@ class DictOutput(nn.Module):
         return {"logits": self.net(x)}
 
 
+class ThreeDimensional(PlainCNN):
+    def forward(self, x):
+        return super().forward(x)[..., None]
+
+
 @pytest.mark.parametrize(
     ("make", "layer", "kwargs", "message"),
     [
@@ -150,7 +155,26 @@ class DictOutput(nn.Module):
         (residual, "conv", dict(targets=[-1]), r"must be >= 0; got -1"),
         (residual, "conv", dict(targets=[]), r"expected at least one target"),
         (residual, "conv", dict(target=1, targets=[1]), r"pass one of them"),
-        (DictOutput, "net.conv2", dict(targets=[1]), r"Tensor of class scores \(B, N\).*dict"),
+        (
+            DictOutput,
+            "net.conv2",
+            dict(targets=[1]),
+            r"Tensor of class scores \(B, N\) .*got a dict\. .* use grad_cam, or wrap the "
+            r"model so it returns the scores\.",
+        ),
+        (
+            ThreeDimensional,
+            "conv2",
+            dict(targets=[1]),
+            r"Tensor of class scores \(B, N\) .*got a Tensor of shape \(2, 5, 1\)\.",
+        ),
+        (
+            residual,
+            "conv",
+            dict(targets=torch.tensor([1.5, 2.0])),
+            r"got a Tensor of shape \(2,\) and dtype torch.float32",
+        ),
+        (residual, "conv", dict(targets=["x" * 200]), r"got \['x{78} \(new"),
     ],
 )
 def test_bad_arguments_name_what_was_expected(make, layer, kwargs, message):
@@ -179,7 +203,9 @@ def test_a_layer_called_twice_is_refused():
             return self.fc(self.conv(self.conv(x)).mean((2, 3)))
 
     explain = gf.compile_grad_cam(Twice(), "conv", backend="eager")
-    with pytest.raises(gf.GradCamError, match="called 2 times in one forward"):
+    with pytest.raises(
+        gf.GradCamError, match="called 2 times in one forward .* Pick a layer that runs once."
+    ):
         explain(torch.randn(2, 3, 6, 6), targets=[0])
 
 
@@ -199,3 +225,36 @@ def test_inside_no_grad_as_explainers_are_usually_called():
         cams = explain(x, targets=[0, 3])
     assert not cams.requires_grad
     assert_matches(cams, captum_loop(model, model.conv, x, [0, 3]))
+
+
+class Crop(nn.Module):
+    """PlainCNN on the top-left ``size`` x ``size`` corner: a setting that changes the
+    layer's shape while the inputs keep theirs."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.size = PlainCNN(), 6
+
+    def forward(self, x):
+        return self.net(x[..., : self.size, : self.size])
+
+
+def test_a_layer_shape_changed_since_the_cached_probe_is_probed_again():
+    torch.manual_seed(0)
+    model, x = Crop().eval(), torch.randn(2, 3, 8, 8)
+    explain = gf.compile_grad_cam(model, "net.conv2", backend="eager")
+    assert explain(x, targets=[0, 1]).shape[-1] == 6
+    model.size = 5  # same input signature: the cached shape is stale
+    got = explain(x, targets=[0, 1])
+    expected = captum_loop(model.net, model.net.conv2, x[..., :5, :5], [0, 1])
+    assert_matches(got, expected)
+
+
+def test_the_maps_keep_a_low_precision_models_dtype():
+    torch.manual_seed(0)
+    model, x = PlainCNN().eval().to(torch.bfloat16), torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
+    explain = gf.compile_grad_cam(model, "conv2", backend="eager", fullgraph=FULLGRAPH)
+    got = explain(x, targets=[0, 3])
+    assert got.dtype == torch.bfloat16
+    expected = gf.grad_cam(model, "conv2", x, targets=[0, 3])
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=2e-2)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradcam_func as gf
-from conftest import assert_close, assert_matches
+from conftest import assert_close, assert_matches, assert_not_zero
 from test_methods_gradient import first_component_by_hand
 
 
@@ -39,8 +39,9 @@ def minmax(t, eps=0.0):
     return (t - low) / (high - low + eps) if high > low or eps else torch.zeros_like(t)
 
 
-def score_cam_loop(model, x, acts, cls, convention):
-    """Wang et al.'s Score-CAM one masked image at a time; the libraries' variants."""
+def score_cam_loop(model, x, acts, cls, convention, sum_channels=True):
+    """Wang et al.'s Score-CAM one masked image at a time; the libraries' variants.
+    (B, 1, H, W), or (B, C, H, W) per channel without ``sum_channels``."""
     cams = []
     with torch.no_grad():
         clean = model(x)
@@ -70,7 +71,8 @@ def score_cam_loop(model, x, acts, cls, convention):
             w = torch.stack(scores)
             if convention != "paper":
                 w = w.softmax(0)
-            cams.append((w.view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
+            weighted = w.view(-1, 1, 1) * acts[b]
+            cams.append(weighted.sum(0, keepdim=True) if sum_channels else weighted)
     return torch.stack(cams)
 
 
@@ -140,8 +142,9 @@ def test_smoothed_and_integrated_score_cam_equal_the_loop():
             assert_matches(ours, torch.stack(expected))
 
 
-def ablation_loop(model, x, acts, cls, value_of):
-    """Desai and Ramaswamy's Ablation-CAM: one channel set to a value at a time."""
+def ablation_loop(model, x, acts, cls, value_of, sum_channels=True):
+    """Desai and Ramaswamy's Ablation-CAM: one channel set to a value at a time.
+    (B, 1, H, W), or (B, C, H, W) per channel without ``sum_channels``."""
     cams = []
     with torch.no_grad():
         y = model(x)[:, cls]
@@ -161,7 +164,8 @@ def ablation_loop(model, x, acts, cls, value_of):
                     handle.remove()
                 weights.append((y[b] - y_c) / y[b])
             w = torch.stack(weights)
-            cams.append((w.view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
+            weighted = w.view(-1, 1, 1) * acts[b]
+            cams.append(weighted.sum(0, keepdim=True) if sum_channels else weighted)
     return torch.stack(cams)
 
 
@@ -178,6 +182,20 @@ def test_ablation_cam_equals_the_loop():
         gf.cam(model, "layer", x, 1, method="ablationcam", convention="pytorch-grad-cam"),
         pytorch_grad_cam,
     )
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+@pytest.mark.parametrize("sum_channels", [True, False])
+def test_relu_and_sum_channels_of_gradient_free_methods_against_the_loops(method, sum_channels):
+    model, x, acts = setup()
+    if method == "scorecam":
+        expected = score_cam_loop(model, x, acts, 3, "paper", sum_channels=sum_channels)
+    else:
+        expected = ablation_loop(model, x, acts, 3, lambda a: 0.0, sum_channels=sum_channels)
+    assert (expected < 0).any() and (expected > 0).any(), "ReLU would change nothing"
+    for relu in (False, True):
+        ours = gf.cam(model, "layer", x, 3, method=method, relu=relu, sum_channels=sum_channels)
+        assert_matches(ours, expected.clamp_min(0) if relu else expected)
 
 
 class Linear(nn.Module):
@@ -241,12 +259,14 @@ def test_targets_share_the_forwards_and_equal_the_loop(method):
     assert calls_for_three * 3 == model.head.calls  # three targets, one set of forwards
 
 
-def test_ablation_runs_the_trunk_once_per_batch_of_channels():
+@pytest.mark.parametrize("batch_size, batches", [(5, 1), (None, 1), (2, 3)])
+def test_ablation_runs_the_trunk_once_per_batch_of_channels(batch_size, batches):
     model, x, _ = setup()
     model.stem = Counted(model.stem)
-    gf.cam(model, "layer", x, 0, method="ablationcam", batch_size=5)
-    # one forward for the activation, one clean head pass, one vmapped call for all 5
-    assert model.stem.calls == 3
+    gf.cam(model, "layer", x, 0, method="ablationcam", batch_size=batch_size)
+    # one forward for the activation, one clean head pass, one vmapped call per batch
+    # of the 5 channels
+    assert model.stem.calls == 2 + batches
 
 
 @pytest.mark.parametrize(
@@ -269,6 +289,8 @@ def test_ablation_runs_the_trunk_once_per_batch_of_channels():
             r"component is one map",
         ),
         (dict(method="sscam", samples=0), r"samples=0\): expected a positive int"),
+        (dict(method="sscam", samples=True), r"samples=True\): expected a positive int"),
+        (dict(method="iscam", samples=1.5), r"samples=1.5\): expected a positive int"),
     ],
 )
 def test_bad_arguments(kwargs, fragment):
@@ -282,3 +304,143 @@ def test_masking_needs_a_floating_input_of_the_maps_rank():
     ids = torch.randint(0, 10, (2, 5))
     with pytest.raises(gf.GradCamError, match=r"masking needs a floating-point input"):
         gf.cam(model, "0", ids, lambda out: out[:, :, 0].sum(1), method="scorecam", channel_axis=-1)
+    images = torch.randint(0, 255, (2, 3, 8, 8))  # the maps' rank, but integers
+    integer_model = nn.Sequential(Cast(), Net())
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"floating-point input .* got a Tensor of shape \(2, 3, 8, 8\) and dtype torch.int64",
+    ):
+        gf.cam(integer_model, "1.layer", images, 0, method="scorecam")
+
+
+class Cast(nn.Module):
+    def forward(self, x):
+        return x.float() / 255
+
+
+class TwoInputs(nn.Module):
+    """Net's logits scaled by ``factor`` (an extra argument) plus a per-example shift,
+    the second input (B, 4)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.net = Net(seed)
+
+    def forward(self, x, shift, factor):
+        return self.net(x) * factor + shift
+
+
+class Bound(nn.Module):
+    """TwoInputs for one example, its shift and factor fixed, taking the image alone."""
+
+    def __init__(self, model, shift, factor):
+        super().__init__()
+        self.model, self.shift, self.factor = model, shift, factor
+        self.layer = model.net.layer
+
+    def forward(self, x):
+        return self.model(x, self.shift.expand(len(x), -1), self.factor)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_gradient_free_methods_take_tuple_inputs_extra_arguments_and_params(method):
+    """The first input is masked, the second passed per example, the extra argument
+    as given, and params= replaces the module's parameters: against the loops on
+    the model whose parameters they are, one example at a time."""
+    model, other = TwoInputs(0).double().eval(), TwoInputs(1).double().eval()
+    _, x, _ = setup()
+    shift = torch.tensor([[0.0, 3.0, -2.0, 1.0], [2.0, -1.0, 0.5, 0.0]], dtype=torch.float64)
+    expected = []
+    for b in range(2):
+        bound = Bound(other, shift[b : b + 1], 2.5)
+        with torch.no_grad():
+            acts = bound.layer(torch.relu(other.net.stem(x[b : b + 1])))
+        if method == "scorecam":
+            expected.append(score_cam_loop(bound, x[b : b + 1], acts, 1, "paper"))
+        else:
+            expected.append(ablation_loop(bound, x[b : b + 1], acts, 1, lambda a: 0.0))
+    expected = torch.cat(expected)
+    assert_not_zero(expected)
+    ours = gf.cam(
+        model,
+        "net.layer",
+        (x, shift),
+        1,
+        method=method,
+        additional_forward_args=(2.5,),
+        params=dict(other.named_parameters()),
+    )
+    assert_matches(ours, expected)
+
+
+def test_eigen_cam_in_pytorch_grad_cams_convention_keeps_the_svds_sign():
+    """pytorch-grad-cam projects on the SVD's first right singular vector as it comes;
+    the paper's convention flips it to agree with the mean map. Here the SVD's sign
+    disagrees for some example, so the two conventions must differ there."""
+    model, x, acts = setup()
+    expected = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    disagree = []
+    for b in range(2):
+        matrix = acts[b].reshape(5, -1).T  # positions x channels
+        centered = matrix - matrix.mean(0)
+        projection = centered @ torch.linalg.svd(centered, full_matrices=False)[2][0]
+        disagree.append(float(projection @ matrix.mean(1)) < 0)
+        expected[b, 0] = projection.reshape(4, 4)
+    assert any(disagree), "the inputs do not separate the conventions"
+    assert_matches(
+        gf.cam(model, "layer", x, method="eigencam", convention="pytorch-grad-cam"), expected
+    )
+
+
+def test_smoothed_score_cams_defaults_are_torchcams():
+    """The docstring's defaults (torchcam's): SS-CAM 35 samples at noise 2.0, IS-CAM 10."""
+    model, x, _ = setup()
+    for method, spelled_out in (
+        ("sscam", dict(samples=35, noise=2.0)),
+        ("iscam", dict(samples=10)),
+    ):
+        default = gf.cam(
+            model, "layer", x, 2, method=method, generator=torch.Generator().manual_seed(5)
+        )
+        explicit = gf.cam(
+            model,
+            "layer",
+            x,
+            2,
+            method=method,
+            generator=torch.Generator().manual_seed(5),
+            **spelled_out,
+        )
+        other = gf.cam(
+            model,
+            "layer",
+            x,
+            2,
+            method=method,
+            samples=3,
+            noise=0.5,
+            generator=torch.Generator().manual_seed(5),
+        )
+        assert_not_zero(explicit)
+        assert torch.equal(default, explicit)
+        assert not torch.allclose(default, other)
+
+
+class Branches(Net):
+    """Net with a branch on the values, which the ablated forwards (under vmap) refuse."""
+
+    def forward(self, x):
+        maps = self.layer(torch.relu(self.stem(x)))
+        if maps.sum() > 1e9:
+            maps = maps / 2
+        return self.head(torch.relu(maps).mean((2, 3)))
+
+
+def test_a_model_that_fails_on_the_ablated_forwards_is_named():
+    model, x = Branches().double().eval(), setup()[1]
+    model(x)  # the clean forward runs
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^cam\(model, \.\.\.\): the model raised RuntimeError .*data-dependent",
+    ):
+        gf.cam(model, "layer", x, 0, method="ablationcam")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import gradcam_func as gf
-from conftest import assert_close, assert_matches
+from conftest import assert_close, assert_matches, assert_not_zero
 from zoo import ZOO
 
 
@@ -121,6 +121,18 @@ def test_gradient_free_methods_take_a_list_of_layers_one_at_a_time():
     c = ZOO["plain_cnn"](torch.float64)
     maps = gf.cam(c.model, ["conv2", "conv1"], c.inputs[0], 1, method="ablationcam")
     assert_close(maps[1], gf.cam(c.model, "conv1", c.inputs[0], 1, method="ablationcam"))
+
+
+def test_gradient_free_methods_at_several_layers_return_top_ks_classes_once():
+    c = ZOO["plain_cnn"](torch.float64)
+    x = c.inputs[0]
+    maps, classes = gf.cam(c.model, ["conv2", "conv1"], x, targets=gf.top_k(2), method="scorecam")
+    for got, layer in zip(maps, ["conv2", "conv1"], strict=True):
+        one, its_classes = gf.cam(c.model, layer, x, targets=gf.top_k(2), method="scorecam")
+        assert_not_zero(one)
+        assert_close(got, one)
+        assert torch.equal(classes, its_classes)
+    assert torch.equal(classes, c.model(x).topk(2, dim=1).indices.T)
 
 
 def fuse_by_hand(maps, size, how):
