@@ -79,6 +79,10 @@ def test_new_class_values_reuse_the_graph_and_every_form_matches_grad_cam():
     ):
         expected = gf.grad_cam(model, "conv", x, **kwargs)
         assert_matches(explain(x, **kwargs), expected)
+    int32 = torch.tensor([2, 0], dtype=torch.int32)
+    assert_matches(explain(x, targets=int32), gf.grad_cam(model, "conv", x, targets=[2, 0]))
+    three = torch.randn(3, 3, 6, 6)  # "all" with B != N
+    assert_matches(explain(three, targets="all"), gf.grad_cam(model, "conv", three, targets="all"))
     stacked = torch.tensor([[0, 1, 2, 3], [1, 1, 1, 1]])  # (K, B), a form of its own
     expected = gf.grad_cam(model, "conv", x, targets=list(stacked))
     assert_matches(explain(x, targets=stacked), expected)
@@ -141,6 +145,26 @@ class DictOutput(nn.Module):
         return {"logits": self.net(x)}
 
 
+class Unused(PlainCNN):
+    """PlainCNN with a convolution its forward never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+
+class WithIdentity(PlainCNN):
+    """PlainCNN with an identity layer (returns the Tensor it receives) after conv2."""
+
+    def __init__(self):
+        super().__init__()
+        self.same = nn.Identity()
+
+    def forward(self, x):
+        x = self.same(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+        return self.fc(self.pool(x).flatten(1))
+
+
 class ThreeDimensional(PlainCNN):
     def forward(self, x):
         return super().forward(x)[..., None]
@@ -149,7 +173,15 @@ class ThreeDimensional(PlainCNN):
 @pytest.mark.parametrize(
     ("make", "layer", "kwargs", "message"),
     [
-        (residual, "conv", {}, r"expected target=class .* got neither"),
+        (
+            residual,
+            "conv",
+            {},
+            r"expected target=class .* \(K of those, or 'all'\); got neither\. For a score "
+            r"without a class index, use grad_cam with a callable target\.",
+        ),
+        (residual, "conv", dict(targets="every"), r"targets=\.\.\.\): .* got 'every'"),
+        (residual, "conv", dict(target=1.5), r"\(inputs, target=\.\.\.\): expected class"),
         (residual, "conv", dict(targets=[1.5]), r"expected class indices.*got \[1.5\]"),
         (residual, "conv", dict(targets=[torch.tensor([1, 2, 3])]), r"3 indices for 2 examples"),
         (residual, "conv", dict(targets=[-1]), r"must be >= 0; got -1"),
@@ -172,7 +204,28 @@ class ThreeDimensional(PlainCNN):
             residual,
             "conv",
             dict(targets=torch.tensor([1.5, 2.0])),
-            r"got a Tensor of shape \(2,\) and dtype torch.float32",
+            r"got a Tensor of shape \(2,\) and dtype torch.float32 \(not integer class indices\)",
+        ),
+        (
+            residual,
+            "conv",
+            dict(targets=[torch.tensor([True, False])]),
+            r"\(not integer class indices\)",
+        ),
+        (
+            residual,
+            "conv",
+            dict(targets=[torch.tensor([[0, 1], [1, 0]])]),
+            r"\(not integer class indices\)",
+        ),
+        (Unused, "conv", dict(targets=[0]), r"^compile_grad_cam\(.*'conv'.* not called"),
+        (
+            WithIdentity,
+            "same",
+            dict(targets=[0]),
+            r"must return one Tensor that it makes itself; it returns 1 floating Tensor\(s\), "
+            r"or returns the one it received\. Pick the layer that makes the activation, or "
+            r"use grad_cam\.",
         ),
         (residual, "conv", dict(targets=["x" * 200]), r"got \['x{78} \(new"),
     ],
@@ -258,3 +311,17 @@ def test_the_maps_keep_a_low_precision_models_dtype():
     assert got.dtype == torch.bfloat16
     expected = gf.grad_cam(model, "conv2", x, targets=[0, 3])
     torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_chunk_size_reaches_the_vmapped_pullbacks(monkeypatch):
+    """chunk_size bounds memory and changes no value: seen where it is passed to vmap."""
+    seen, vmap = [], torch.func.vmap
+
+    def spy(fn, *args, chunk_size=None, **kwargs):
+        seen.append(chunk_size)
+        return vmap(fn, *args, chunk_size=chunk_size, **kwargs)
+
+    monkeypatch.setattr(torch.func, "vmap", spy)
+    model, x = residual(), torch.randn(2, 3, 6, 6)
+    gf.compile_grad_cam(model, "conv", backend="eager", chunk_size=2)(x, targets=[0, 1, 2])
+    assert seen == [2]
