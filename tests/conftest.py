@@ -11,14 +11,16 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # mutmut's stats run (which tests reach which mutated function, `make mutate`) records
 # each call through a ContextVar, which Dynamo cannot trace: there, and only there,
-# torch.compile is off (fullgraph with it, which would find no graph), so compiled tests
+# torch.compile is off, and fullgraph with it (it would find no graph), so compiled tests
 # run eagerly and record their calls. Each mutant itself is then tested compiled.
 MUTMUT_STATS = os.environ.get("MUTANT_UNDER_TEST") == "stats"
-torch._dynamo.config.disable = MUTMUT_STATS
+if MUTMUT_STATS:
+    torch._dynamo.config.disable = True
 FULLGRAPH = not MUTMUT_STATS
 
 # One tolerance per dtype, used by every comparison of results computed two ways.
 TOLERANCES = {
+    torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
     torch.float16: dict(rtol=1e-2, atol=1e-3),
     torch.float32: dict(rtol=1e-4, atol=1e-5),
     torch.float64: dict(rtol=1e-9, atol=1e-9),

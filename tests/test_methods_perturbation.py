@@ -376,7 +376,9 @@ def test_gradient_free_methods_take_tuple_inputs_extra_arguments_and_params(meth
 def test_eigen_cam_in_pytorch_grad_cams_convention_keeps_the_svds_sign():
     """pytorch-grad-cam projects on the SVD's first right singular vector as it comes;
     the paper's convention flips it to agree with the mean map. Here the SVD's sign
-    disagrees for some example, so the two conventions must differ there."""
+    disagrees for some example, so the two conventions must differ there. The reference
+    takes torch's SVD, as the library does: NumPy's (first_component_by_hand) may pick
+    the other sign."""
     model, x, acts = setup()
     expected = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
     disagree = []
