@@ -3,13 +3,17 @@
     python benchmarks/forward_mode.py [--models resnet18 resnet50] [--layers layer3 layer4]
                                       [--ks 10 100 1000] [--methods gradcam xgradcam hirescam]
                                       [--repeats 1] [--device cpu] [--estimate-above 100]
+                                      [--memory] [--memory-chunks auto 8]
 
 Batch 8, 224 x 224, random weights, the K first classes. Every mode computes the same
 maps (checked before timing). Times are medians of ``--repeats`` interleaved runs.
 Where K exceeds ``--estimate-above`` for a model larger than ResNet-18, reverse mode
 and the loop (both linear in K) are estimated from their time at the largest K below
-it, marked "est."; forward mode and "auto" are always run. Peak memory (``--memory``):
-the RSS one call adds, in a fresh process.
+it, marked "est."; forward mode and "auto" are always run. Peak memory (``--memory``,
+Grad-CAM): the RSS one call adds, in a fresh process, and the most bytes of tensors it
+holds at once (counted op by op, whatever the allocator keeps), for reverse mode at
+K = 100 and 1000 and for forward mode and "auto" at K = 1000, forward mode in chunks of
+each ``--memory-chunks``.
 """
 
 import argparse
@@ -19,7 +23,13 @@ import sys
 import torch
 
 import gradcam_func as gf
-from _timing import once_seconds, peak_memory_bytes, report_peak, synchronize
+from _timing import (
+    live_peak_bytes,
+    once_seconds,
+    peak_memory_bytes,
+    report_peak,
+    synchronize,
+)
 from resnet import resnet18, resnet50
 
 MODELS = {"resnet18": resnet18, "resnet50": resnet50}
@@ -31,7 +41,7 @@ def setup(model_name, device):
     return MODELS[model_name]().eval().to(device), torch.randn(8, 3, 224, 224, device=device)
 
 
-def mode(model, layer, x, k, method, autodiff):
+def mode(model, layer, x, k, method, autodiff, chunk_size="auto"):
     return lambda: gf.cam(
         model,
         layer,
@@ -39,6 +49,7 @@ def mode(model, layer, x, k, method, autodiff):
         targets="all" if k == 1000 else list(range(k)),
         method=method,
         autodiff=autodiff,
+        chunk_size=chunk_size,
     )
 
 
@@ -65,15 +76,14 @@ def loop(model, layer, x, k, method):
     return run
 
 
-def measure_peak(model_name, layer, k, method, autodiff, device):
+def chunk_of(text):
+    return text if text == "auto" else int(text)
+
+
+def measure_peak(model_name, layer, k, method, autodiff, chunk_size, device):
     model, x = setup(model_name, device)
     gf.grad_cam(model, layer, x, 0)
-    fn = (
-        loop(model, layer, x, int(k), method)
-        if autodiff == "loop"
-        else mode(model, layer, x, int(k), method, autodiff)
-    )
-    report_peak(fn, device)
+    report_peak(mode(model, layer, x, int(k), method, autodiff, chunk_of(chunk_size)), device)
 
 
 def main():
@@ -86,7 +96,10 @@ def main():
     parser.add_argument("--estimate-above", type=int, default=100)
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--peak-of", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-chunks", nargs="+", default=["auto", "8"], help="forward mode's chunk_size"
+    )
+    parser.add_argument("--peak-of", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_of:
         return measure_peak(*args.peak_of)
@@ -148,24 +161,30 @@ def main():
                         flush=True,
                     )
     if args.memory:
-        print("\n| model | layer | method | K | mode | peak GiB |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "\n| model | layer | method | K | mode | chunk_size | peak RSS GiB | "
+            "live tensors MiB | live / reverse at K = 100 |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        rows = [(100, "reverse", "auto"), (1000, "reverse", "auto")]
+        rows += [(1000, "forward", chunk) for chunk in args.memory_chunks]
+        rows += [(1000, "auto", "auto")]
         for model_name in args.models:
+            model, x = setup(model_name, args.device)
             for layer in args.layers:
-                for k, autodiff in [
-                    (100, "reverse"),
-                    (1000, "reverse"),
-                    (1000, "forward"),
-                    (1000, "auto"),
-                ]:
-                    peak = (
-                        peak_memory_bytes(
-                            __file__, model_name, layer, k, "gradcam", autodiff, args.device
-                        )
-                        / GIB
+                gf.grad_cam(model, layer, x, 0)  # the shape probe, outside the count
+                baseline = None
+                for k, autodiff, chunk in rows:
+                    rss = peak_memory_bytes(
+                        __file__, model_name, layer, k, "gradcam", autodiff, chunk, args.device
                     )
+                    live = live_peak_bytes(
+                        mode(model, layer, x, k, "gradcam", autodiff, chunk_of(chunk))
+                    )
+                    baseline = baseline or live
                     print(
-                        f"| {model_name} | {layer} | gradcam | {k} | {autodiff} | {peak:.2f} |",
+                        f"| {model_name} | {layer} | gradcam | {k} | {autodiff} | {chunk} | "
+                        f"{rss / GIB:.2f} | {live / 2**20:.0f} | {live / baseline:.2f} |",
                         flush=True,
                     )
 

@@ -118,29 +118,25 @@ def _callable_tangents(target_scores, output, tensors, tangents):
             tuple(tensors),
             tuple(tangents),
         )[1]
-        for target, selector in zip(target_scores.targets, target_scores.selectors, strict=True)
-        if selector is None
+        for target, index in zip(target_scores.targets, target_scores.indices, strict=True)
+        if index is None
     ]
     return torch.stack(rows) if rows else tangents[0].new_zeros(0, tangents[0].shape[0])
 
 
 def _jacobian(target_scores, callable_rows, first):
     """(count, K, B): every target's row, in order, from the callable targets' rows
-    (count, k, B) and the first output Tensor's tangents (count, B, M), read by the
-    index targets' one-hot selectors in one contraction (no (count, K, B, M) product)."""
-    selectors = [s.flatten(1) for s in target_scores.selectors if s is not None]
+    (count, k, B) and the first output Tensor's tangents (count, B, M), which the index
+    targets read at their positions (a gather: no (K, B, M) masks)."""
+    positions = [i for i in target_scores.indices if i is not None]
     indexed = (
-        iter(
-            torch.einsum("kbm,nbm->kbn", torch.stack(selectors).to(first.dtype), first)
-            .permute(2, 0, 1)
-            .unbind(1)
-        )
-        if selectors
+        iter(first.gather(2, torch.stack(positions, 1).expand(len(first), -1, -1)).unbind(2))
+        if positions
         else None
     )
     called = iter(callable_rows.unbind(1))
     return torch.stack(
-        [next(called) if s is None else next(indexed) for s in target_scores.selectors], 1
+        [next(called) if i is None else next(indexed) for i in target_scores.indices], 1
     )
 
 

@@ -210,10 +210,15 @@ def forward_mode(
         # The first chunk of targets in reverse mode, one vmapped pullback as reverse
         # mode would run it: timed for "auto", and its first map checks forward mode's.
         probe = scores.targets[: reverse_chunk if timed else 1]
+
+        def first_reverse_map():  # its chunk of gradients is freed on return
+            grads = vmap_quietly(lambda cots: pullback(cots)[0][0])(
+                cotangents(output, probe, batch, call)
+            )[0]
+            return METHODS[method].compute(acts[0][0], grads, relu=relu, sum_channels=sum_channels)
+
         start = time.perf_counter()
-        stacked = cotangents(output, probe, batch, call)
-        grads = vmap_quietly(lambda cots: pullback(cots)[0][0])(stacked)[0]
-        reverse = METHODS[method].compute(acts[0][0], grads, relu=relu, sum_channels=sum_channels)
+        reverse = first_reverse_map()
         chunk_seconds = time.perf_counter() - start
         directions = directions_needed(method, shape, sum_channels, coupled)
         if timed and not forward_is_cheaper(

@@ -40,14 +40,18 @@ class TargetScores:
                 f"a valid target) or top_k(k); got {_describe(targets)}."
             )
         self.targets = list(targets) if self.stacked else [target]
-        self.selectors = []  # per target: a one-hot on the output (B, ...), or None
+        # per target: the (B,) positions it scores in the flattened output, or None (a
+        # callable); positions, not one-hot (B, ...) masks: 'all' of 1000 classes would
+        # hold K x B x 1000 numbers
+        self.indices = []
         for k, t in enumerate(self.targets):
             argument = f"targets[{k}]" if self.stacked else "target"
             if callable(t) and not isinstance(t, torch.Tensor):
-                self.selectors.append(None)
+                self.indices.append(None)
                 self._check_callable(t, output, argument)
             else:
-                self.selectors.append(cotangent(output, t, batch, call, argument)[0])
+                (one_hot,) = cotangent(output, t, batch, call, argument)
+                self.indices.append(one_hot.reshape(batch, -1).argmax(1))
 
     def _check_callable(self, target, output, argument):
         score = target(output)
@@ -61,10 +65,11 @@ class TargetScores:
     def __call__(self, output, examples, probability=False):
         """(K, N) scores of N outputs, output row i a copy of example ``examples[i]``."""
         rows = []
-        for target, selector in zip(self.targets, self.selectors, strict=True):
-            if selector is None:
+        for target, index in zip(self.targets, self.indices, strict=True):
+            if index is None:
                 rows.append(target(output))
                 continue
             values = output.softmax(1) if probability and output.ndim == 2 else output
-            rows.append((values * selector[examples].to(values.dtype)).flatten(1).sum(1))
+            flat = values.reshape(len(values), -1)
+            rows.append(flat.gather(1, index[examples, None]).squeeze(1))
         return torch.stack(rows)

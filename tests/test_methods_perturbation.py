@@ -185,6 +185,21 @@ def test_ablation_cam_equals_the_loop():
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_per_example_targets_score_each_example_at_its_own_class(method):
+    """target=[3, 0]: example 0's masked copies are scored at class 3, example 1's at
+    class 0, also where one batch of copies holds both examples (batch_size=3)."""
+    model, x, acts = setup()
+    ours = gf.cam(model, "layer", x, [3, 0], method=method, batch_size=3)
+    if method == "scorecam":
+        by_class = {c: score_cam_loop(model, x, acts, c, "paper") for c in (3, 0)}
+    else:
+        by_class = {c: ablation_loop(model, x, acts, c, lambda a: 0.0) for c in (3, 0)}
+    expected = torch.stack([by_class[3][0], by_class[0][1]])
+    assert not torch.allclose(by_class[3], by_class[0])  # the class matters here
+    assert_matches(ours, expected)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
 @pytest.mark.parametrize("sum_channels", [True, False])
 def test_relu_and_sum_channels_of_gradient_free_methods_against_the_loops(method, sum_channels):
     model, x, acts = setup()
