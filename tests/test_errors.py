@@ -49,24 +49,39 @@ def test_layer_of_the_wrong_type(net, x):
         gf.grad_cam(net, 3, x, 1)
 
 
-def test_layer_never_called(x):
-    class Skips(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.used, self.unused = nn.Linear(3, 2), nn.Linear(3, 2)
+# Every entry point that runs the model names itself in the layer's errors.
+ENTRY_POINTS = {
+    "grad_cam": lambda model, layer, x: gf.grad_cam(model, layer, x, 1),
+    "cam": lambda model, layer, x: gf.cam(model, layer, x, 1, method="scorecam"),
+    "layer_vjp": lambda model, layer, x: gf.layer_vjp(model, layer, x),
+}
 
-        def forward(self, x):
-            return self.used(x.mean((2, 3)))
 
+class Skips(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used, self.unused = nn.Linear(3, 2), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.used(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("call", list(ENTRY_POINTS))
+def test_layer_never_called(x, call):
     with pytest.raises(
         GradCamError,
-        match=r"layer='unused'\): the layer was not called "
-        r"during the model's forward pass",
+        match=rf"^{call}\(\.\.\., layer='unused'\): the layer was not called during the "
+        r"model's forward pass, so it has no activation to explain\. Pick a module that the "
+        r"forward actually uses \(see model\.named_modules\(\)\)\.$",
     ):
-        gf.grad_cam(Skips(), "unused", x, 1)
+        ENTRY_POINTS[call](Skips(), "unused", x)
+    model = Skips()  # a plain function has no module names: the layer's type stands in
+    with pytest.raises(GradCamError, match=rf"^{call}\(\.\.\., layer=Linear\): the layer was not"):
+        ENTRY_POINTS[call](lambda x: model.used(x.mean((2, 3))), model.unused, x)
 
 
-def test_layer_called_twice(x):
+@pytest.mark.parametrize("call", list(ENTRY_POINTS))
+def test_layer_called_twice(x, call):
     class Shared(nn.Module):
         def __init__(self):
             super().__init__()
@@ -78,10 +93,10 @@ def test_layer_called_twice(x):
 
     with pytest.raises(
         GradCamError,
-        match=r"layer='conv'\): the layer is called more than "
+        match=rf"^{call}\(\.\.\., layer='conv'\): the layer is called more than "
         r"once in one forward pass.*Wrap each use in its own module",
     ):
-        gf.grad_cam(Shared(), "conv", x, 1)
+        ENTRY_POINTS[call](Shared(), "conv", x)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """layer_vjp: the pullback is the gradient at the layer, and the forward runs once."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -126,3 +127,52 @@ def test_a_stale_cached_shape_is_corrected():
     second = gf.grad_cam(fn, model[3], x, 1)
     assert first.shape[-1] == 5 and second.shape[-1] == 6
     assert_close(second, gf.grad_cam(model, model[3], x[..., :6, :6], 1))
+
+
+class Scaled(nn.Module):
+    """conv (the layer) -> tanh -> times an extra forward argument -> pool -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x, scale):
+        return self.head((torch.tanh(self.conv(x)) * scale).mean((2, 3)))
+
+
+def test_params_and_additional_forward_args_reach_the_forward():
+    """With other weights and an extra argument, everything equals autograd by hand on
+    a copy of the model that holds those weights, called with that argument."""
+    model = Scaled().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    scale = torch.tensor(-2.5, dtype=torch.float64)
+    params = {name: 1.5 * p.detach() + 0.1 for name, p in model.named_parameters()}
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    output, act, pullback = gf.layer_vjp(
+        model, "conv", x, additional_forward_args=(scale,), params=params
+    )
+
+    copy = Scaled().double()
+    copy.load_state_dict(params)
+    leaf = copy.conv(x).detach().requires_grad_()
+    expected_output = copy.head((torch.tanh(leaf) * scale).mean((2, 3)))
+    cotangent = torch.randn_like(expected_output)
+    (expected,) = torch.autograd.grad(expected_output, leaf, cotangent)
+    assert not torch.allclose(expected_output, model(x, scale))  # the weights matter
+    assert_close(output, expected_output.detach())
+    assert_close(act, leaf.detach())
+    assert_close(pullback(cotangent), expected)
+    for name, t in model.state_dict().items():  # the model keeps its own weights
+        assert torch.equal(t, before[name])
+
+
+def test_errors_name_layer_vjp():
+    model = Scaled().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    with pytest.raises(gf.GradCamError, match=r"^layer_vjp\(\.\.\., params=.*did you mean"):
+        gf.layer_vjp(model, "conv", x, additional_forward_args=(1.0,), params={"conv.weigth": 0})
+    _, _, pullback = gf.layer_vjp(model, "conv", x, additional_forward_args=(1.0,))
+    with pytest.raises(gf.GradCamError, match=r"^layer_vjp\("):
+        pullback("not a tensor")

@@ -185,6 +185,19 @@ def test_ablation_cam_equals_the_loop():
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_without_a_layer_the_last_feature_map_is_explained(method):
+    model, x, acts = setup()
+    with pytest.warns(
+        gf.LayerChoiceWarning, match=r"^cam\(\.\.\., layer=None\): explaining 'layer'"
+    ):
+        ours = gf.cam(model, None, x, 1, method=method)
+    if method == "scorecam":
+        assert_matches(ours, score_cam_loop(model, x, acts, 1, "paper"))
+    else:
+        assert_matches(ours, ablation_loop(model, x, acts, 1, lambda a: 0.0))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
 def test_per_example_targets_score_each_example_at_its_own_class(method):
     """target=[3, 0]: example 0's masked copies are scored at class 3, example 1's at
     class 0, also where one batch of copies holds both examples (batch_size=3)."""
