@@ -512,27 +512,11 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
         grads = dict(zip(sources, vjp_fn(tuple(cotangents)), strict=True))
         return tuple(tuple(grads[source] for _, _, source in spec) for spec in specs)
 
-    # Forward mode runs the model again for each (vmapped) batch of tangents, with
-    # train-mode BatchNorm on batch statistics but no running-statistic updates (the
-    # pass above made the one update); in eval mode nothing differs.
-    tangent_state = (
-        {
-            **state,
-            **{
-                f"{name}.{buffer}": None
-                for name, module in model.named_modules()
-                if isinstance(module, nn.modules.batchnorm._BatchNorm)
-                and module.training
-                and module.track_running_stats
-                for buffer in ("running_mean", "running_var", "num_batches_tracked")
-            },
-        }
-        if isinstance(model, nn.Module)
-        else state
-    )
-
+    # Forward mode runs the model again for each (vmapped) batch of tangents; a
+    # train-mode BatchNorm updates its running statistics on clones there (``run``), which
+    # are dropped: the pass above made the one update that ``finish`` writes back.
     def tangent_forward(*perturbations):
-        return flatten(forward_on(tangent_state, *perturbations)[0])[0]
+        return flatten(forward_on(state, *perturbations)[0])[0]
 
     def jvp(tangents):
         """Tangents per layer, one per act -> the tangents of the output's floating-point

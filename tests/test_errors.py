@@ -501,3 +501,21 @@ def test_huggingface_gradient_checkpointing_in_train_mode():
         gf.grad_cam(model, "vit.layers.0.mlp.fc1", x, lambda out: out.logits[:, 1]), expected
     )
     assert checkpointing()
+
+
+@pytest.mark.parametrize("call", ["grad_cam", "layer_vjp"])
+def test_an_output_without_floating_point_tensors_is_refused(x, call):
+    class Votes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3)).argmax(1)
+
+    with pytest.raises(
+        GradCamError,
+        match=rf"^{call}\(model, \.\.\.\): the model's output \(Tensor\) holds no "
+        r"floating-point Tensor, so there is no score to differentiate\.$",
+    ):
+        ENTRY_POINTS[call](Votes(), "conv", x)
