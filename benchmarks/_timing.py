@@ -4,12 +4,9 @@ import json
 import os
 import subprocess
 import sys
-import weakref
 
 import torch
 import torch.utils.benchmark as benchmark
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,11 +46,14 @@ def _status_bytes(field):
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_memory_bytes(script, *args):
+def peak_memory_bytes(script, *args, mmap_threshold=None):
     """Peak resident memory one call adds, measured in a fresh ``python script`` process.
 
     The script is run as ``python script --peak-of ARGS``; it must build its inputs,
     call ``report_peak(fn)`` with the zero-argument method to measure, and exit.
+    ``mmap_threshold`` (bytes) fixes glibc's: blocks that large are mapped and unmapped
+    on free, so the figure is the memory held at the peak, not what malloc kept from
+    earlier frees (glibc raises its threshold as it goes, then keeps freed blocks).
     """
     result = subprocess.run(
         [sys.executable, script, "--peak-of", *map(str, args)],
@@ -61,6 +61,9 @@ def peak_memory_bytes(script, *args):
         text=True,
         check=True,
         cwd=HERE,
+        env=os.environ
+        if mmap_threshold is None
+        else {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)},
     )
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
 
@@ -86,46 +89,3 @@ def report_peak(fn, device="cpu"):
         fn()
         peak = _status_bytes("VmHWM") - before
     print(json.dumps({"peak_bytes": max(peak, 0)}))
-
-
-class _LiveTensors(TorchDispatchMode):
-    """Counts the bytes of the storages that ops create while it is active, until each
-    is freed (a weakref on the storage); ``peak`` is the most held at once. Below the
-    torch.func transforms, so a vmapped chunk counts at its real size."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes, self.held, self.peak = {}, 0, 0
-
-    def _freed(self, key):
-        self.held -= self.sizes.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        given = {
-            id(t.untyped_storage())
-            for t in tree_leaves((args, kwargs))
-            if isinstance(t, torch.Tensor)
-        }
-        for value in tree_leaves(out):
-            if not isinstance(value, torch.Tensor):
-                continue
-            storage = value.untyped_storage()
-            key = id(storage)
-            if key in self.sizes or key in given or storage.nbytes() == 0:
-                continue  # counted already, a view or in-place result of an input, or empty
-            self.sizes[key] = storage.nbytes()
-            self.held += storage.nbytes()
-            self.peak = max(self.peak, self.held)
-            weakref.finalize(storage, self._freed, key)
-        return out
-
-
-def live_peak_bytes(fn):
-    """The most bytes of new tensors ``fn()`` holds at once, whatever the allocator keeps
-    (RSS counts what malloc has not returned). Parameters, buffers and inputs made before
-    the call are not counted; a view or an in-place result of them is not either."""
-    live = _LiveTensors()
-    with live:
-        fn()
-    return live.peak
