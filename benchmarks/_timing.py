@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import torch
 import torch.utils.benchmark as benchmark
@@ -47,7 +48,13 @@ def _status_bytes(field):
 
 
 def peak_memory_bytes(script, *args, mmap_threshold=None):
-    """Peak resident memory one call adds, measured in a fresh ``python script`` process.
+    """Peak resident memory one call adds (``peak_memory_and_seconds``'s first value)."""
+    return peak_memory_and_seconds(script, *args, mmap_threshold=mmap_threshold)[0]
+
+
+def peak_memory_and_seconds(script, *args, mmap_threshold=None):
+    """Peak resident memory one call adds, measured in a fresh ``python script`` process,
+    and the seconds that call took (a first call there: no warm-up but the probe's).
 
     The script is run as ``python script --peak-of ARGS``; it must build its inputs,
     call ``report_peak(fn)`` with the zero-argument method to measure, and exit.
@@ -65,7 +72,8 @@ def peak_memory_bytes(script, *args, mmap_threshold=None):
         if mmap_threshold is None
         else {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)},
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return report["peak_bytes"], report["seconds"]
 
 
 def synchronize(device):
@@ -81,11 +89,15 @@ def report_peak(fn, device="cpu"):
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
         fn()
         synchronize(device)
+        seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
         before = _status_bytes("VmRSS")
+        start = time.perf_counter()
         fn()
+        seconds = time.perf_counter() - start
         peak = _status_bytes("VmHWM") - before
-    print(json.dumps({"peak_bytes": max(peak, 0)}))
+    print(json.dumps({"peak_bytes": max(peak, 0), "seconds": seconds}))

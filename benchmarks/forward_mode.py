@@ -4,16 +4,18 @@
                                       [--ks 10 100 1000] [--methods gradcam xgradcam hirescam]
                                       [--repeats 1] [--device cpu] [--estimate-above 100]
                                       [--memory] [--memory-chunks auto 8]
+                                      [--memory-methods gradcam]
 
 Batch 8, 224 x 224, random weights, the K first classes. Every mode computes the same
 maps (checked before timing). Times are medians of ``--repeats`` interleaved runs.
 Where K exceeds ``--estimate-above`` for a model larger than ResNet-18, reverse mode
 and the loop (both linear in K) are estimated from their time at the largest K below
 it, marked "est."; forward mode and "auto" are always run. Peak memory (``--memory``,
-Grad-CAM): the RSS one call adds, in a fresh process, as glibc's malloc leaves it and
-with its mmap threshold fixed at 128 KiB (freed tensors return to the system, so the
-figure is what the call holds at its peak), for reverse mode at K = 100 and 1000 and for
-forward mode and "auto" at K = 1000, forward mode in chunks of each ``--memory-chunks``.
+each of ``--memory-methods``): the RSS one call adds in a fresh process (with that call's
+time: the first call there, after the shape probe), as glibc's malloc leaves it and with
+its mmap threshold fixed at 128 KiB (freed tensors return to the system, so the figure
+is what the call holds at its peak); reverse mode at K = 100 and 1000, forward mode in
+chunks of each ``--memory-chunks`` and "auto" at K = 1000.
 """
 
 import argparse
@@ -23,7 +25,7 @@ import sys
 import torch
 
 import gradcam_func as gf
-from _timing import once_seconds, peak_memory_bytes, report_peak, synchronize
+from _timing import once_seconds, peak_memory_and_seconds, report_peak, synchronize
 from resnet import resnet18, resnet50
 
 MODELS = {"resnet18": resnet18, "resnet50": resnet50}
@@ -94,6 +96,7 @@ def main():
     parser.add_argument(
         "--memory-chunks", nargs="+", default=["auto", "8"], help="forward mode's chunk_size"
     )
+    parser.add_argument("--memory-methods", nargs="+", default=["gradcam"])
     parser.add_argument("--peak-of", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_of:
@@ -157,38 +160,39 @@ def main():
                     )
     if args.memory:
         print(
-            "\n| model | layer | method | K | mode | chunk_size | peak GiB | peak GiB, "
-            "mmap threshold fixed | that / reverse at K = 100 |"
+            "\n| model | layer | method | K | mode | chunk_size | s (one call) | peak GiB | "
+            "peak GiB, mmap threshold fixed | that / reverse at K = 100 |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         rows = [(100, "reverse", "auto"), (1000, "reverse", "auto")]
         rows += [(1000, "forward", chunk) for chunk in args.memory_chunks]
         rows += [(1000, "auto", "auto")]
         for model_name in args.models:
             for layer in args.layers:
-                baseline = None
-                for k, autodiff, chunk in rows:
-                    peaks = [
-                        peak_memory_bytes(
-                            __file__,
-                            model_name,
-                            layer,
-                            k,
-                            "gradcam",
-                            autodiff,
-                            chunk,
-                            args.device,
-                            mmap_threshold=threshold,
+                for method in args.memory_methods:
+                    baseline = None
+                    for k, autodiff, chunk in rows:
+                        (peak, seconds), (held, _) = (
+                            peak_memory_and_seconds(
+                                __file__,
+                                model_name,
+                                layer,
+                                k,
+                                method,
+                                autodiff,
+                                chunk,
+                                args.device,
+                                mmap_threshold=threshold,
+                            )
+                            for threshold in (None, MMAP_THRESHOLD)
                         )
-                        for threshold in (None, MMAP_THRESHOLD)
-                    ]
-                    baseline = baseline or peaks[1]
-                    print(
-                        f"| {model_name} | {layer} | gradcam | {k} | {autodiff} | {chunk} | "
-                        f"{peaks[0] / GIB:.2f} | {peaks[1] / GIB:.2f} | "
-                        f"{peaks[1] / baseline:.2f} |",
-                        flush=True,
-                    )
+                        baseline = baseline or held
+                        print(
+                            f"| {model_name} | {layer} | {method} | {k} | {autodiff} | {chunk} "
+                            f"| {seconds:.2f} | {peak / GIB:.2f} | {held / GIB:.2f} | "
+                            f"{held / baseline:.2f} |",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

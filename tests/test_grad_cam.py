@@ -123,6 +123,36 @@ def test_a_plain_callable_model():
     )
 
 
+def test_a_layer_that_returns_a_number_beside_its_tensor():
+    """The layer returns (tensor, 2.5) and the model uses both: the number reaches the
+    rest of the model unchanged. Against autograd by hand at the tensor."""
+
+    class Tagged(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x), 2.5
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.fc = Tagged(), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            h, scale = self.block(x)
+            return self.fc(torch.tanh(h * scale).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Model().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    h = model.block.conv(x).detach().requires_grad_()
+    (grads,) = torch.autograd.grad(model.fc(torch.tanh(h * 2.5).mean((2, 3)))[:, 1].sum(), h)
+    expected = (grads.mean((2, 3), keepdim=True) * h).sum(1, keepdim=True).detach()
+    assert_matches(gf.grad_cam(model, "block", x, 1), expected)
+
+
 @pytest.mark.parametrize("name", ["plain_cnn", "residual", "conv1d", "transformer", "mlp"])
 def test_batch_equals_stacked_single_examples(name):
     case = ZOO[name](torch.float64)

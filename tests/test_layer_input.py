@@ -227,3 +227,34 @@ def test_an_identity_layer_output_counts_every_use():
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
     expected = LayerGradCam(model, model.drop).attribute(x, 1).detach()
     assert_matches(gf.grad_cam(model, "drop", x, 1), expected)
+
+
+def test_a_layer_that_starts_returning_its_input_is_probed_again():
+    """The cached split says the layer makes a new tensor; when it starts returning its
+    input unchanged, the next call notices and perturbs where that tensor is made."""
+
+    class Gate(nn.Module):
+        passthrough = False
+
+        def forward(self, h):
+            return h if self.passthrough else h * 1.0
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.gate = nn.Conv2d(3, 3, 3, padding=1), Gate()
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = torch.tanh(self.conv(x))
+            return self.fc((self.gate(h) * h + h).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Gated().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    new_tensor = LayerGradCam(model, model.gate).attribute(x, 1).detach()
+    assert_matches(gf.grad_cam(model, "gate", x, 1), new_tensor)
+    model.gate.passthrough = True
+    same_tensor = LayerGradCam(model, model.gate).attribute(x, 1).detach()
+    assert not torch.allclose(same_tensor, new_tensor)  # the two cases differ here
+    assert_matches(gf.grad_cam(model, "gate", x, 1), same_tensor)

@@ -140,6 +140,25 @@ def test_a_cotangent_of_another_structure_is_refused():
         pullback(torch.zeros(2, 4, 6, 6, dtype=torch.float64))
 
 
+def test_a_misshapen_cotangent_names_its_place_in_the_structure():
+    model, x = make("dict")
+    output, _, pullback = gf.layer_vjp(model, "backbone", x)
+    wrong = {"out": torch.zeros(3, dtype=torch.float64), "aux": None, "size": None, "none": None}
+    shape = tuple(output["out"].shape)
+    with pytest.raises(
+        gf.GradCamError,
+        match=rf"^layer_vjp\(\.\.\.\) pullback\(cotangent\): the cotangent at output tensor 0 "
+        rf"must be a Tensor shaped like the output, shape {re.escape(str(shape))} and dtype "
+        r"torch\.float64; got shape \(3,\) and dtype torch\.float64\. Build it with "
+        r"torch\.zeros_like\(output\) \(or of the output's Tensor\), then set the scores",
+    ):
+        pullback(wrong)
+    plain = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Tanh()).double()  # a Tensor
+    _, _, pullback = gf.layer_vjp(plain, "0", x)  # output: no place in it to name
+    with pytest.raises(gf.GradCamError, match=r"\): the cotangent must be a Tensor shaped"):
+        pullback(torch.zeros(3, dtype=torch.float64))
+
+
 def test_huggingface_model_output():
     from captum._utils.gradient import compute_layer_gradients_and_eval
     from hf_models import Logits, build
