@@ -200,16 +200,19 @@ def test_without_a_layer_the_last_feature_map_is_explained(method):
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
 def test_per_example_targets_score_each_example_at_its_own_class(method):
     """target=[3, 0]: example 0's masked copies are scored at class 3, example 1's at
-    class 0, also where one batch of copies holds both examples (batch_size=3)."""
+    class 0, also where one batch of copies holds both examples (batch_size=3), and one
+    copy at a time (batch_size=1)."""
     model, x, acts = setup()
-    ours = gf.cam(model, "layer", x, [3, 0], method=method, batch_size=3)
     if method == "scorecam":
         by_class = {c: score_cam_loop(model, x, acts, c, "paper") for c in (3, 0)}
     else:
         by_class = {c: ablation_loop(model, x, acts, c, lambda a: 0.0) for c in (3, 0)}
     expected = torch.stack([by_class[3][0], by_class[0][1]])
     assert not torch.allclose(by_class[3], by_class[0])  # the class matters here
-    assert_matches(ours, expected)
+    for batch_size in (1, 3):  # one copy per forward is allowed
+        assert_matches(
+            gf.cam(model, "layer", x, [3, 0], method=method, batch_size=batch_size), expected
+        )
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
@@ -306,6 +309,27 @@ def test_ablation_runs_the_trunk_once_per_batch_of_channels(batch_size, batches)
         ),
         (dict(method="ablationcam", batch_size=0), r"batch_size=0\): expected a positive int"),
         (
+            dict(method="scorecam", batch_size="3"),
+            r"^cam\(\.\.\., batch_size='3'\): expected a positive int \(perturbed copies per "
+            r"forward\)\.$",
+        ),
+        (dict(method="scorecam", batch_size=True), r"batch_size=True\): expected a positive int"),
+        (
+            dict(method="scorecam", attribute_to_layer_input=True),
+            r"^cam\(\.\.\., method='scorecam', attribute_to_layer_input=True\): scorecam weighs "
+            r"the channels of the layer's output; explain the output of the layer that feeds "
+            r"this one instead\.$",
+        ),
+        (
+            dict(method="eigencam", sum_channels=False),
+            r"component is one map, not one per channel\. Drop sum_channels\.",
+        ),
+        (
+            dict(method="scorecam", autodiff="forward"),
+            r"^cam\(\.\.\., method='scorecam', autodiff='forward'\): scorecam takes no "
+            r"gradient; autodiff applies to the gradient methods",
+        ),
+        (
             dict(method="scorecam", convention="captum"),
             r"convention='captum'\): scorecam offers "
             r"the conventions 'paper', "
@@ -401,6 +425,38 @@ def test_gradient_free_methods_take_tuple_inputs_extra_arguments_and_params(meth
     assert_matches(ours, expected)
 
 
+def pytorch_grad_cams_eigen_cam(acts):
+    """Per example: centered positions x channels, projected on torch's first right
+    singular vector as it comes (no sign flip): (B, 1, *S)."""
+    batch, channels, *space = acts.shape
+    expected = torch.zeros(batch, 1, *space, dtype=acts.dtype)
+    for b in range(batch):
+        matrix = acts[b].reshape(channels, -1).T
+        centered = matrix - matrix.mean(0)
+        expected[b, 0] = (centered @ torch.linalg.svd(centered, full_matrices=False)[2][0]).reshape(
+            space
+        )
+    return expected
+
+
+def test_eigen_cam_honours_relu_and_the_convention_with_or_without_targets():
+    model, x, acts = setup()
+    theirs = pytorch_grad_cams_eigen_cam(acts)
+    assert (theirs < 0).any() and (theirs > 0).any()  # the ReLU changes it, not to 0
+    for options in ({}, {"targets": [0, 3]}):
+        for relu in (False, True):
+            ours = gf.cam(
+                model,
+                "layer",
+                x,
+                method="eigencam",
+                convention="pytorch-grad-cam",
+                relu=relu,
+                **options,
+            )
+            assert_matches(ours[1] if options else ours, theirs.clamp_min(0) if relu else theirs)
+
+
 def test_eigen_cam_in_pytorch_grad_cams_convention_keeps_the_svds_sign():
     """pytorch-grad-cam projects on the SVD's first right singular vector as it comes;
     the paper's convention flips it to agree with the mean map. Here the SVD's sign
@@ -408,14 +464,9 @@ def test_eigen_cam_in_pytorch_grad_cams_convention_keeps_the_svds_sign():
     takes torch's SVD, as the library does: NumPy's (first_component_by_hand) may pick
     the other sign."""
     model, x, acts = setup()
-    expected = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
-    disagree = []
-    for b in range(2):
-        matrix = acts[b].reshape(5, -1).T  # positions x channels
-        centered = matrix - matrix.mean(0)
-        projection = centered @ torch.linalg.svd(centered, full_matrices=False)[2][0]
-        disagree.append(float(projection @ matrix.mean(1)) < 0)
-        expected[b, 0] = projection.reshape(4, 4)
+    expected = pytorch_grad_cams_eigen_cam(acts)
+    mean_maps = acts.mean(1).flatten(1)  # (B, positions)
+    disagree = [float(expected[b].flatten() @ mean_maps[b]) < 0 for b in range(2)]
     assert any(disagree), "the inputs do not separate the conventions"
     assert_matches(
         gf.cam(model, "layer", x, method="eigencam", convention="pytorch-grad-cam"), expected
