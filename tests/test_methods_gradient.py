@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, strategies as st
+from torch import nn
 
 import gradcam_func as gf
 from gradcam_func import methods
-from conftest import assert_arrays_close, assert_close
+from conftest import assert_arrays_close, assert_close, assert_matches
 from gradcam_func.testing.strategies import activations_and_gradients
 from zoo import ZOO
 
@@ -180,3 +181,52 @@ def test_relu_and_sum_channels_are_honoured(cam_from, pair):
     assert_arrays_close(
         cam_from(acts, grads, relu=True, sum_channels=False), np.maximum(per_channel, 0)
     )
+
+
+class Scaled(nn.Module):
+    """conv (the layer) -> tanh -> times an extra forward argument -> pool -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x, scale):
+        return self.head((torch.tanh(self.conv(x)) * scale).mean((2, 3)))
+
+
+@pytest.mark.parametrize("attribute_to_layer_input", [False, True])
+def test_cam_hands_every_option_to_the_gradient_methods(attribute_to_layer_input):
+    """cam() with a gradient method, params=, an extra forward argument, K targets in
+    chunks of one, at the layer's output or input: LayerCAM (sum_c relu(g_c) A_c) by
+    autograd on a copy of the model that holds those weights."""
+    model = Scaled().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    scale = torch.tensor(-1.5, dtype=torch.float64)
+    params = {name: 2.0 * p.detach() - 0.2 for name, p in model.named_parameters()}
+    copy = Scaled().double()
+    copy.load_state_dict(params)
+    leaf = (x if attribute_to_layer_input else copy.conv(x)).detach().requires_grad_()
+    head = copy if attribute_to_layer_input else None
+    output = (
+        head(leaf, scale)
+        if head is not None
+        else copy.head((torch.tanh(leaf) * scale).mean((2, 3)))
+    )
+    expected = []
+    for k in (2, 0):
+        (grads,) = torch.autograd.grad(output[:, k].sum(), leaf, retain_graph=True)
+        expected.append((grads.clamp_min(0) * leaf).sum(1, keepdim=True).detach())
+    ours = gf.cam(
+        model,
+        "conv",
+        x,
+        method="layercam",
+        targets=[2, 0],
+        additional_forward_args=(scale,),
+        params=params,
+        chunk_size=1,
+        attribute_to_layer_input=attribute_to_layer_input,
+    )
+    assert_matches(ours, torch.stack(expected))
