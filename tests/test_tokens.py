@@ -63,6 +63,25 @@ def test_token_grid_cam_equals_a_hand_computation():
     )
 
 
+class MeanPooledViT(TinyViT):
+    """No class token: 16 patch tokens, averaged before the head."""
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2) + self.pos[:, 1:]
+        return self.head(self.norm(self.block(tokens)).mean(1))
+
+
+def test_a_grid_without_prefix_tokens_by_default():
+    """prefix_tokens defaults to 0: all 16 tokens are the 4 x 4 grid."""
+    torch.manual_seed(1)
+    model = MeanPooledViT().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    _, acts, pullback = gf.layer_vjp(model, model.block, x)  # acts (2, 16, 12)
+    grads = pullback(torch.eye(3, dtype=torch.float64)[[2, 2]])
+    expected = (acts * grads.mean(1)[:, None]).sum(-1).reshape(2, 1, 4, 4)
+    assert_close(gf.cam(model, model.block, x, 2, channel_axis=-1, token_grid=(4, 4)), expected)
+
+
 def test_channels_last_without_a_grid_gives_one_value_per_token():
     torch.manual_seed(0)
     model = TinyViT().double().eval()
