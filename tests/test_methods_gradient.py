@@ -31,6 +31,20 @@ def first_component_by_hand(values, center):
     return out
 
 
+def svd_projection_by_hand(values):
+    """pytorch-grad-cam's Eigen-CAM: per example, centered positions x features projected
+    on torch's first right singular vector as it comes (no sign fix): (B, 1, *S). torch's
+    SVD, as the library's: NumPy's may pick the other sign."""
+    batch, channels, *space = values.shape
+    out = torch.zeros(batch, 1, *space, dtype=values.dtype)
+    for b in range(batch):
+        matrix = values[b].reshape(channels, -1).T
+        centered = matrix - matrix.mean(0)
+        vector = torch.linalg.svd(centered, full_matrices=False)[2][0]
+        out[b, 0] = (centered @ vector).reshape(space)
+    return out
+
+
 def by_formula(method, acts, grads):
     """The methods with explicit loops over examples and channels: (B, 1, *S)."""
     if method == "eigengradcam":
@@ -230,3 +244,60 @@ def test_cam_hands_every_option_to_the_gradient_methods(attribute_to_layer_input
         attribute_to_layer_input=attribute_to_layer_input,
     )
     assert_matches(ours, torch.stack(expected))
+
+
+def test_eigengradcam_through_cam_honours_relu_and_the_convention():
+    model = Scaled().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scale = torch.tensor(0.7, dtype=torch.float64)
+    leaf = model.conv(x).detach().requires_grad_()
+    (grads,) = torch.autograd.grad(
+        model.head((torch.tanh(leaf) * scale).mean((2, 3)))[:, 1].sum(), leaf
+    )
+    product = (grads * leaf).detach()
+    paper = torch.from_numpy(first_component_by_hand(product.numpy(), center=True))
+    theirs = svd_projection_by_hand(product)
+    for reference in (paper, theirs):
+        assert (reference < 0).any() and (reference > 0).any()  # the ReLU matters
+    assert not torch.allclose(paper, theirs)  # the SVD's sign disagrees with the mean map
+    for relu in (False, True):
+        for convention, reference in (("paper", paper), ("pytorch-grad-cam", theirs)):
+            ours = gf.cam(
+                model,
+                "conv",
+                x,
+                1,
+                method="eigengradcam",
+                additional_forward_args=(scale,),
+                relu=relu,
+                convention=convention,
+            )
+            assert_matches(ours, reference.clamp_min(0) if relu else reference)
+
+
+@pytest.mark.parametrize(
+    "method, convention, offered",
+    [
+        ("gradcam", "pytorch-grad-cam", "'paper'"),
+        ("layercam", "torchcam", "'paper'"),
+        ("eigencam", "torchcam", "'paper', 'pytorch-grad-cam'"),
+        ("eigengradcam", "captum", "'paper', 'pytorch-grad-cam'"),
+    ],
+)
+def test_conventions_a_method_does_not_offer_are_refused(method, convention, offered):
+    model = Scaled().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    with pytest.raises(
+        gf.GradCamError,
+        match=rf"^cam\(\.\.\., method='{method}', convention='{convention}'\): {method} offers "
+        rf"the conventions {offered}\.$",
+    ):
+        gf.cam(
+            model,
+            "conv",
+            x,
+            1,
+            method=method,
+            convention=convention,
+            additional_forward_args=(1.0,),
+        )

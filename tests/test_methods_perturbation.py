@@ -8,7 +8,7 @@ from torch import nn
 
 import gradcam_func as gf
 from conftest import assert_close, assert_matches, assert_not_zero
-from test_methods_gradient import first_component_by_hand
+from test_methods_gradient import first_component_by_hand, svd_projection_by_hand
 
 
 class Net(nn.Module):
@@ -425,23 +425,9 @@ def test_gradient_free_methods_take_tuple_inputs_extra_arguments_and_params(meth
     assert_matches(ours, expected)
 
 
-def pytorch_grad_cams_eigen_cam(acts):
-    """Per example: centered positions x channels, projected on torch's first right
-    singular vector as it comes (no sign flip): (B, 1, *S)."""
-    batch, channels, *space = acts.shape
-    expected = torch.zeros(batch, 1, *space, dtype=acts.dtype)
-    for b in range(batch):
-        matrix = acts[b].reshape(channels, -1).T
-        centered = matrix - matrix.mean(0)
-        expected[b, 0] = (centered @ torch.linalg.svd(centered, full_matrices=False)[2][0]).reshape(
-            space
-        )
-    return expected
-
-
 def test_eigen_cam_honours_relu_and_the_convention_with_or_without_targets():
     model, x, acts = setup()
-    theirs = pytorch_grad_cams_eigen_cam(acts)
+    theirs = svd_projection_by_hand(acts)
     assert (theirs < 0).any() and (theirs > 0).any()  # the ReLU changes it, not to 0
     for options in ({}, {"targets": [0, 3]}):
         for relu in (False, True):
@@ -464,7 +450,7 @@ def test_eigen_cam_in_pytorch_grad_cams_convention_keeps_the_svds_sign():
     takes torch's SVD, as the library does: NumPy's (first_component_by_hand) may pick
     the other sign."""
     model, x, acts = setup()
-    expected = pytorch_grad_cams_eigen_cam(acts)
+    expected = svd_projection_by_hand(acts)
     mean_maps = acts.mean(1).flatten(1)  # (B, positions)
     disagree = [float(expected[b].flatten() @ mean_maps[b]) < 0 for b in range(2)]
     assert any(disagree), "the inputs do not separate the conventions"
