@@ -613,11 +613,7 @@ def forward_with(
     """
     model = prepare_model(model, call)
     args = as_tensor_tuple(inputs, call) + as_args_tuple(additional_forward_args)
-    if layer is None:
-        from ._layer_choice import choose_layer
-
-        layer = choose_layer(model, layer, args, call)
-    module = resolve_layer(model, layer, call)
+    module = resolve_layer(model, layer, call)  # (cam() has chosen the default layer)
     check_params(model, params, call)
     seen = []
 

@@ -51,9 +51,9 @@ def test_layer_of_the_wrong_type(net, x):
 
 # Every entry point that runs the model names itself in the layer's errors.
 ENTRY_POINTS = {
-    "grad_cam": lambda model, layer, x: gf.grad_cam(model, layer, x, 1),
-    "cam": lambda model, layer, x: gf.cam(model, layer, x, 1, method="scorecam"),
-    "layer_vjp": lambda model, layer, x: gf.layer_vjp(model, layer, x),
+    "grad_cam": lambda model, layer, x, **kw: gf.grad_cam(model, layer, x, 1, **kw),
+    "cam": lambda model, layer, x, **kw: gf.cam(model, layer, x, 1, method="scorecam", **kw),
+    "layer_vjp": lambda model, layer, x, **kw: gf.layer_vjp(model, layer, x, **kw),
 }
 
 
@@ -519,3 +519,30 @@ def test_an_output_without_floating_point_tensors_is_refused(x, call):
         r"floating-point Tensor, so there is no score to differentiate\.$",
     ):
         ENTRY_POINTS[call](Votes(), "conv", x)
+
+
+class Fails(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        self.conv(x)
+        raise RuntimeError("boom in the head")
+
+
+@pytest.mark.parametrize("call", list(ENTRY_POINTS))
+def test_every_entry_point_names_itself_in_the_input_checks(x, call):
+    model = Skips()
+    with pytest.raises(GradCamError, match=rf"^{call}\(\.\.\., inputs=\.\.\.\): expected a Tensor"):
+        ENTRY_POINTS[call](model, "used", [1.0, 2.0])
+    with pytest.raises(GradCamError, match=rf"^{call}\(\.\.\., layer='nope'\)"):
+        ENTRY_POINTS[call](model, "nope", x)
+    with pytest.raises(
+        GradCamError,
+        match=rf"^{call}\(\.\.\., params=\{{'used.weigth': \.\.\.\}}\): the model has no "
+        r"parameter or buffer 'used.weigth'; did you mean 'used.weight'",
+    ):
+        ENTRY_POINTS[call](model, "used", x, params={"used.weigth": torch.zeros(2, 3)})
+    with pytest.raises(GradCamError, match=rf"^{call}\(.*boom in the head"):
+        ENTRY_POINTS[call](Fails(), "conv", x)

@@ -134,8 +134,9 @@ def test_a_cotangent_of_another_structure_is_refused():
     _, _, pullback = gf.layer_vjp(model, "backbone", x)
     with pytest.raises(
         gf.GradCamError,
-        match=r"pullback\(cotangent\): the model returned a "
-        r"dict; the cotangent must have the same structure.*got Tensor",
+        match=r"^layer_vjp\(\.\.\.\) pullback\(cotangent\): the model returned a dict; the "
+        r"cotangent must have the same structure, with a Tensor \(or None for zeros\) at each "
+        r"floating-point Tensor of the output; got Tensor\.$",
     ):
         pullback(torch.zeros(2, 4, 6, 6, dtype=torch.float64))
 
