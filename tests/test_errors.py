@@ -534,6 +534,10 @@ class Fails(nn.Module):
 @pytest.mark.parametrize("call", list(ENTRY_POINTS))
 def test_every_entry_point_names_itself_in_the_input_checks(x, call):
     model = Skips()
+    with pytest.raises(
+        GradCamError, match=rf"^{call}\(model=\.\.\.\): expected an nn\.Module or a"
+    ):
+        ENTRY_POINTS[call]("not a model", "used", x)
     with pytest.raises(GradCamError, match=rf"^{call}\(\.\.\., inputs=\.\.\.\): expected a Tensor"):
         ENTRY_POINTS[call](model, "used", [1.0, 2.0])
     with pytest.raises(GradCamError, match=rf"^{call}\(\.\.\., layer='nope'\)"):

@@ -511,3 +511,37 @@ def test_a_model_that_fails_on_the_ablated_forwards_is_named():
         match=r"^cam\(model, \.\.\.\): the model raised RuntimeError .*data-dependent",
     ):
         gf.cam(model, "layer", x, 0, method="ablationcam")
+
+
+class Tagged(nn.Module):
+    """A layer that returns its map beside a number the model goes on to use."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 5, 3, padding=1, stride=2)
+
+    def forward(self, x):
+        return self.conv(x), 0.5
+
+
+class TaggedNet(Net):
+    def __init__(self):
+        super().__init__()
+        self.tagged = Tagged()
+        self.tagged.conv = self.layer
+
+    def forward(self, x):
+        h, scale = self.tagged(torch.relu(self.stem(x)))
+        return self.head(torch.relu(h).mean((2, 3)) * (2 * scale))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_a_layer_that_returns_a_number_beside_its_map(method):
+    """The replaced output keeps the number (0.5, which the model doubles back to 1): the
+    maps equal the plain model's, whose loops are checked above."""
+    model, x, _ = setup()
+    tagged = TaggedNet().double().eval()
+    assert_matches(
+        gf.cam(tagged, "tagged", x, 1, method=method, batch_size=4),
+        gf.cam(model, "layer", x, 1, method=method, batch_size=4),
+    )
