@@ -204,3 +204,45 @@ def test_auto_and_forward_give_the_same_maps_whichever_mode_auto_takes():
     x = case.inputs[0]
     forced = gf.grad_cam(case.model, case.layer, x, targets="all", autodiff="forward")
     assert_matches(gf.grad_cam(case.model, case.layer, x, targets="all"), forced)
+
+
+class Segments(nn.Module):
+    """conv (the layer) -> tanh -> 1x1 conv; returns {"out": logits, "size": an int}."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.backbone = nn.Conv2d(3, 6, 3, padding=1)
+        self.classifier = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        return {"out": self.classifier(torch.tanh(self.backbone(x))), "size": x.shape[-1]}
+
+
+@pytest.mark.parametrize("method", FORWARD)
+def test_only_callable_targets_on_a_structured_output(method):
+    """Callable targets only (no index to read), on a dict output with an int beside the
+    logits: forward mode against autograd by hand at the layer."""
+    model = Segments().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    targets = [
+        lambda out: out["out"][:, 1].mean((1, 2)),
+        lambda out: out["out"][:, 3, 0, 0] * out["size"],
+    ]
+    acts = model.backbone(x).detach().requires_grad_()
+    logits = model.classifier(torch.tanh(acts))
+    expected = []
+    for target in targets:
+        (grads,) = torch.autograd.grad(
+            target({"out": logits, "size": 5}).sum(), acts, retain_graph=True
+        )
+        a = acts.detach()
+        if method == "gradcam":
+            weights = grads.mean((2, 3), keepdim=True)
+        elif method == "xgradcam":
+            weights = (grads * a).sum((2, 3), keepdim=True) / (a.sum((2, 3), keepdim=True) + 1e-7)
+        else:  # hirescam
+            weights = grads
+        expected.append((weights * a).sum(1, keepdim=True))
+    ours = gf.cam(model, "backbone", x, method=method, targets=targets, autodiff="forward")
+    assert_matches(ours, torch.stack(expected))
