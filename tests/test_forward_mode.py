@@ -246,3 +246,28 @@ def test_only_callable_targets_on_a_structured_output(method):
         expected.append((weights * a).sum(1, keepdim=True))
     ours = gf.cam(model, "backbone", x, method=method, targets=targets, autodiff="forward")
     assert_matches(ours, torch.stack(expected))
+
+
+@pytest.mark.parametrize("chunk_size", [3, None])
+def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size):
+    """chunk_size bounds forward mode's memory by running the directions in chunks (the
+    memory itself is measured in benchmarks/forward_mode.py --memory); the maps are the
+    same either way."""
+    import gradcam_func._forward_mode as forward_mode
+
+    sizes = []
+    quiet = forward_mode.vmap_quietly
+
+    def recorded(fn, size):
+        sizes.append(size)
+        return quiet(fn, size)
+
+    monkeypatch.setattr(forward_mode, "vmap_quietly", recorded)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 20)
+    ).double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    ours = gf.cam(model, "0", x, targets="all", autodiff="forward", chunk_size=chunk_size)
+    assert sizes == [chunk_size]
+    assert_matches(ours, gf.cam(model, "0", x, targets="all", autodiff="reverse"))
