@@ -159,9 +159,13 @@ def test_methods_without_a_forward_form_say_why(method):
     case = ZOO["plain_cnn"](torch.float64)
     with pytest.raises(
         gf.GradCamError,
-        match=re.escape(
-            f"method='{method}', autodiff='forward'): {method} applies a non-linearity"
-        ),
+        match="^"
+        + re.escape(
+            f"cam(..., method='{method}', autodiff='forward'): {method} applies a non-linearity "
+            "to the gradient before summing it, so no few directions give it; forward mode "
+            "serves Grad-CAM, XGradCAM and HiResCAM. Use autodiff='reverse' (or 'auto')."
+        )
+        + "$",
     ):
         gf.cam(case.model, case.layer, case.inputs[0], 1, method=method, autodiff="forward")
     gf.cam(
@@ -271,3 +275,25 @@ def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size):
     ours = gf.cam(model, "0", x, targets="all", autodiff="forward", chunk_size=chunk_size)
     assert sizes == [chunk_size]
     assert_matches(ours, gf.cam(model, "0", x, targets="all", autodiff="reverse"))
+
+
+def test_reverse_when_asked_even_where_auto_would_go_forward(monkeypatch):
+    """8 channels and 20 classes: "auto" takes forward mode (checked), but
+    autodiff="reverse" never runs a jvp."""
+    import gradcam_func._forward_mode as forward_mode
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 20)
+    ).double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert choose_mode("auto", "gradcam", 20, (2, 8, 4, 4), True, model, True, "cam") == "forward"
+    expected = gf.cam(model, "0", x, targets="all", autodiff="forward")
+
+    def no_jvp(*args, **kwargs):
+        raise AssertionError("forward mode ran")
+
+    monkeypatch.setattr(forward_mode, "forward_cams", no_jvp)
+    assert_matches(gf.cam(model, "0", x, targets="all", autodiff="reverse"), expected)
+    with pytest.raises(AssertionError, match="forward mode ran"):  # the spy works
+        gf.cam(model, "0", x, targets="all", autodiff="forward")
