@@ -297,3 +297,21 @@ def test_reverse_when_asked_even_where_auto_would_go_forward(monkeypatch):
     assert_matches(gf.cam(model, "0", x, targets="all", autodiff="reverse"), expected)
     with pytest.raises(AssertionError, match="forward mode ran"):  # the spy works
         gf.cam(model, "0", x, targets="all", autodiff="forward")
+
+
+def test_forward_mode_refuses_what_it_cannot_serve_and_says_why():
+    """A list of layers, or channels not on axis 1: autodiff="forward" refuses with the
+    reason, "auto" stays in reverse mode."""
+    case = ZOO["plain_cnn"](torch.float64)
+    x = case.inputs[0]
+    why = re.escape(
+        "autodiff='forward'): forward mode takes one layer whose activation is one Tensor "
+        "(B, C, *S) of the batch, with channels on axis 1. Use autodiff='reverse' (or 'auto')."
+    )
+    for options in ({"layer": ["conv1", "conv2"]}, {"layer": "conv2", "channel_axis": -1}):
+        with pytest.raises(gf.GradCamError, match=r"^cam\(\.\.\., method='gradcam', " + why + "$"):
+            gf.cam(case.model, inputs=x, targets=[0, 1], autodiff="forward", **options)
+    both_layers = gf.cam(case.model, ["conv1", "conv2"], x, targets=[0, 1])  # "auto"
+    assert_matches(
+        both_layers[1], gf.cam(case.model, "conv2", x, targets=[0, 1], autodiff="reverse")
+    )
