@@ -183,6 +183,15 @@ def test_auto_compares_directions_with_targets():
     assert choose_mode("auto", "gradcam", 100, shape, True, model, True, "c") == "reverse"
     assert choose_mode("auto", "hirescam", 1000, shape, True, model, True, "c") == "forward"
     assert choose_mode("auto", "gradcam", 1000, shape, True, model, False, "c") == "reverse"
+    # at the edges: forward is tried when 0.75 x directions < K, strictly
+    small = (2, 8, 4, 4)  # 8 channels (6 after the factor), 16 positions (12)
+    assert choose_mode("auto", "gradcam", 7, small, True, model, True, "c") == "forward"
+    assert choose_mode("auto", "gradcam", 6, small, True, model, True, "c") == "reverse"
+    assert choose_mode("auto", "hirescam", 13, small, True, model, True, "c") == "forward"
+    assert choose_mode("auto", "hirescam", 12, small, True, model, True, "c") == "reverse"
+    training = copy.deepcopy(model).train()  # examples coupled: 2 x 8 directions (12)
+    assert choose_mode("auto", "gradcam", 12, small, True, training, True, "c") == "reverse"
+    assert choose_mode("auto", "gradcam", 13, small, True, training, True, "c") == "forward"
     with pytest.raises(
         gf.GradCamError,
         match=r"autodiff='sideways'\): expected 'auto', "
