@@ -6,6 +6,7 @@ from torch import nn
 
 import gradcam_func as gf
 from conftest import FINITE_DIFFERENCES, assert_close
+from test_methods_gradient import Scaled
 from zoo import ZOO
 
 
@@ -127,19 +128,6 @@ def test_a_stale_cached_shape_is_corrected():
     second = gf.grad_cam(fn, model[3], x, 1)
     assert first.shape[-1] == 5 and second.shape[-1] == 6
     assert_close(second, gf.grad_cam(model, model[3], x[..., :6, :6], 1))
-
-
-class Scaled(nn.Module):
-    """conv (the layer) -> tanh -> times an extra forward argument -> pool -> linear."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(3)
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x, scale):
-        return self.head((torch.tanh(self.conv(x)) * scale).mean((2, 3)))
 
 
 def test_params_and_additional_forward_args_reach_the_forward():
