@@ -151,28 +151,26 @@ def forward_cams(
     positions = math.prod(space)
     flat = acts.reshape(batch, channels, positions)
     per_channel = method != "hirescam"
-    units = channels if per_channel else (positions if sum_channels else channels * positions)
+    # a direction's shape: what it varies over, broadcast to the activation at the layer
+    if per_channel:
+        shape = (1, channels) + (1,) * len(space)
+    else:
+        shape = (1, 1 if sum_channels else channels, *space)
+    units = math.prod(shape)
     count = units * (batch if coupled else 1)
 
-    def direction(index):
+    def direction(index):  # (1, *shape[1:]), or (B, ...) with one example's entries
         unit, example = index % units, index // units
-        if per_channel:
-            chosen = (torch.arange(channels, device=acts.device) == unit).to(acts.dtype)
-            base = torch.ones_like(flat) if method == "gradcam" else flat
-            tangent = base * chosen.view(1, channels, 1)
-        elif sum_channels:
-            chosen = (torch.arange(positions, device=acts.device) == unit).to(acts.dtype)
-            tangent = flat * chosen.view(1, 1, positions)
-        else:
-            chosen = torch.arange(channels * positions, device=acts.device) == unit
-            tangent = flat * chosen.to(acts.dtype).view(1, channels, positions)
+        tangent = (torch.arange(units, device=acts.device) == unit).to(acts.dtype).view(shape)
         if coupled:
             mine = (torch.arange(batch, device=acts.device) == example).to(acts.dtype)
-            tangent = tangent * mine.view(batch, 1, 1)
-        return tangent.reshape(acts.shape)
+            tangent = tangent * mine.view((batch,) + (1,) * (len(shape) - 1))
+        return tangent
 
     def derivative(index):
-        tangents = jvp(((direction(index),),))
+        # Grad-CAM's direction is an offset of channel c; XGradCAM's and HiResCAM's a
+        # scaling of the activation (the act times the direction)
+        tangents = jvp(((direction(index),),), scaled=method != "gradcam")
         return (
             _callable_tangents(target_scores, output, tensors, tangents),
             tangents[0].flatten(1),

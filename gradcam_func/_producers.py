@@ -40,8 +40,9 @@ def _tensor_items(result):
 class Ops(TorchFunctionMode):
     """Numbers the torch function calls of one forward and records who made each tensor.
 
-    perturb: ``{(n, item): eps}``; the n-th call's result (or its ``item``-th entry)
-    gets ``eps`` added, and the new tensor is kept in ``perturbed[(n, item)]``.
+    perturb: ``{(n, item): change}``; the n-th call's result (or its ``item``-th entry)
+    is replaced by ``change(result)``, and the new tensor is kept in
+    ``perturbed[(n, item)]``.
     """
 
     def __init__(self, perturb=None):
@@ -72,7 +73,7 @@ class Ops(TorchFunctionMode):
         if not chosen:
             return result, items
         with self.paused():
-            new = {item: tensor + chosen[item] for item, tensor in items if item in chosen}
+            new = {item: chosen[item](tensor) for item, tensor in items if item in chosen}
         self.perturbed.update({(n, item): tensor for item, tensor in new.items()})
         if None in new:
             return new[None], [(None, new[None])]

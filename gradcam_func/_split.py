@@ -443,19 +443,26 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
     sources = list(dict.fromkeys(source for _, _, source in every))
     any_hook = [any(source[0] == "hook" for _, _, source in spec) for spec in specs]
 
-    def forward_on(state, *perturbations):
-        """The model on ``state``, perturbed at the layers' sources -> (output, aux)."""
-        eps = dict(zip(sources, perturbations, strict=True))
+    def forward_on(state, *perturbations, scaled=False):
+        """The model on ``state``, perturbed at the layers' sources -> (output, aux).
+
+        A source's value v becomes ``v + e`` (``v * (1 + e)`` when ``scaled``); ``e``
+        may be any shape that broadcasts to v's."""
+
+        def change(e):
+            return (lambda v: v * (1 + e)) if scaled else (lambda v: v + e)
+
+        eps = {source: change(e) for source, e in zip(sources, perturbations, strict=True)}
         ops = None
         if any(source[0] == "op" for source in sources):
             ops = Ops({(s[1], s[2]): e for s, e in eps.items() if s[0] == "op"})
         run_args = tuple(
-            arg + eps[("input", i)] if ("input", i) in eps else arg for i, arg in enumerate(args)
+            eps[("input", i)](arg) if ("input", i) in eps else arg for i, arg in enumerate(args)
         )
         run_state = dict(state)
         for source, e in eps.items():
             if source[0] == "state":
-                run_state[source[1]] = state[source[1]] + e
+                run_state[source[1]] = e(state[source[1]])
         at_source = {s: run_args[s[1]] for s in sources if s[0] == "input"}
         at_source.update({s: run_state[s[1]] for s in sources if s[0] == "state"})
         seen = [[] for _ in modules]
@@ -473,7 +480,7 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
                     return unflatten(
                         tree,
                         tuple(
-                            t + eps[("hook", index, i)] if ("hook", index, i) in eps else t
+                            eps[("hook", index, i)](t) if ("hook", index, i) in eps else t
                             for i, t in enumerate(tensors)
                         ),
                         others,
@@ -515,18 +522,22 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
     # Forward mode runs the model again for each (vmapped) batch of tangents; a
     # train-mode BatchNorm updates its running statistics on clones there (``run``), which
     # are dropped: the pass above made the one update that ``finish`` writes back.
-    def tangent_forward(*perturbations):
-        return flatten(forward_on(state, *perturbations)[0])[0]
-
-    def jvp(tangents):
+    def jvp(tangents, scaled=False):
         """Tangents per layer, one per act -> the tangents of the output's floating-point
-        Tensors (a tuple): the directional derivative through every use of each act."""
+        Tensors (a tuple): the directional derivative through every use of each act.
+
+        A tangent may be any shape that broadcasts to its act's (a per-channel offset
+        (1, C, 1, 1) is never expanded before the layer); ``scaled``: each act's direction
+        is the act times its tangent (a scaling of the act, not an offset)."""
         by_source = {}
         for spec, layer_tangents in zip(specs, tangents, strict=True):
             for (_, _, source), tangent in zip(spec, layer_tangents, strict=True):
                 by_source.setdefault(source, tangent)
+        directions = tuple(by_source[source] for source in sources)
         return torch.func.jvp(
-            tangent_forward, tuple(zeros), tuple(by_source[source] for source in sources)
+            lambda *e: flatten(forward_on(state, *e, scaled=scaled)[0])[0],
+            tuple(torch.zeros(d.shape, dtype=d.dtype, device=d.device) for d in directions),
+            directions,
         )[1]
 
     def finish():

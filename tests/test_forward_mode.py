@@ -286,6 +286,49 @@ def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size):
     assert_matches(ours, gf.cam(model, "0", x, targets="all", autodiff="reverse"))
 
 
+@pytest.mark.parametrize(
+    ("method", "sum_channels", "coupled", "shape"),
+    [
+        ("gradcam", True, False, (1, 8, 1, 1)),
+        ("xgradcam", False, False, (1, 8, 1, 1)),
+        ("hirescam", True, False, (1, 1, 4, 4)),
+        ("hirescam", False, False, (1, 8, 4, 4)),
+        ("gradcam", True, True, (2, 8, 1, 1)),
+    ],
+)
+def test_directions_reach_the_jvp_unexpanded(monkeypatch, method, sum_channels, coupled, shape):
+    """A direction is handed to the jvp at the size it varies over ((1, C, 1, 1) for a
+    channel; (B, ...) only in train mode) and broadcast at the layer, so nothing of the
+    activation's size is held through the part before the layer; the maps are unchanged."""
+    import gradcam_func._split as split_module
+
+    seen = []
+    jvp = torch.func.jvp
+
+    def recorded(fn, primals, tangents):
+        seen.extend(tuple(t.shape) for t in tangents)
+        return jvp(fn, primals, tangents)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 20),
+    ).double()
+    model.train(coupled)
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    options = {"method": method, "sum_channels": sum_channels, "targets": "all"}
+    monkeypatch.setattr(split_module.torch.func, "jvp", recorded)
+    ours = gf.cam(model, "0", x, autodiff="forward", **options)
+    monkeypatch.undo()
+    assert seen and set(seen) == {shape}
+    assert_matches(ours, gf.cam(twin, "0", x, autodiff="reverse", **options))
+
+
 def test_reverse_when_asked_even_where_auto_would_go_forward(monkeypatch):
     """8 channels and 20 classes: "auto" takes forward mode (checked), but
     autodiff="reverse" never runs a jvp."""
