@@ -47,6 +47,13 @@ def _status_bytes(field):
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _reset_peak_rss():
+    """Start VmHWM afresh at the current RSS (Linux's clear_refs), so the peak read after
+    a call is that call's, not the model's setup's or the shape probe's before it."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
 def peak_memory_bytes(script, *args, mmap_threshold=None):
     """Peak resident memory one call adds (``peak_memory_and_seconds``'s first value)."""
     return peak_memory_and_seconds(script, *args, mmap_threshold=mmap_threshold)[0]
@@ -95,6 +102,7 @@ def report_peak(fn, device="cpu"):
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
+        _reset_peak_rss()
         before = _status_bytes("VmRSS")
         start = time.perf_counter()
         fn()

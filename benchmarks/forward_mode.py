@@ -3,19 +3,25 @@
     python benchmarks/forward_mode.py [--models resnet18 resnet50] [--layers layer3 layer4]
                                       [--ks 10 100 1000] [--methods gradcam xgradcam hirescam]
                                       [--repeats 1] [--device cpu] [--estimate-above 100]
-                                      [--memory] [--memory-chunks auto 8]
-                                      [--memory-methods gradcam]
+                                      [--memory] [--memory-chunks auto 10]
+                                      [--memory-methods gradcam] [--memory-reverse-ks 100]
+                                      [--memory-repeats 3] [--memory-only]
 
 Batch 8, 224 x 224, random weights, the K first classes. Every mode computes the same
 maps (checked before timing). Times are medians of ``--repeats`` interleaved runs.
 Where K exceeds ``--estimate-above`` for a model larger than ResNet-18, reverse mode
 and the loop (both linear in K) are estimated from their time at the largest K below
-it, marked "est."; forward mode and "auto" are always run. Peak memory (``--memory``,
-each of ``--memory-methods``): the RSS one call adds in a fresh process (with that call's
-time: the first call there, after the shape probe), as glibc's malloc leaves it and with
-its mmap threshold fixed at 128 KiB (freed tensors return to the system, so the figure
-is what the call holds at its peak); reverse mode at K = 100 and 1000, forward mode in
-chunks of each ``--memory-chunks`` and "auto" at K = 1000.
+it, marked "est."; forward mode and "auto" are always run.
+
+Peak memory (``--memory``, each of ``--memory-methods``): the RSS one call adds, each
+measured in a fresh process, for reverse mode at each of ``--memory-reverse-ks`` (the
+first is the baseline of the ratios), forward mode in chunks of each ``--memory-chunks``
+and "auto", at K = 1000. The call is made once before the one measured (the same
+shapes), so the figure is what the call holds, not what the process sets up once for
+kernels it runs for the first time; the last column measures that first call instead.
+With glibc's mmap threshold fixed at 128 KiB freed tensors go back to the system at
+once, so the figure is what the call holds at its peak (median of ``--memory-repeats``
+processes); without it, what a long-running process may see (malloc keeps freed blocks).
 """
 
 import argparse
@@ -77,10 +83,14 @@ def chunk_of(text):
     return text if text == "auto" else int(text)
 
 
-def measure_peak(model_name, layer, k, method, autodiff, chunk_size, device):
+def measure_peak(model_name, layer, k, method, autodiff, chunk_size, device, first):
     model, x = setup(model_name, device)
-    gf.grad_cam(model, layer, x, 0)
-    report_peak(mode(model, layer, x, int(k), method, autodiff, chunk_of(chunk_size)), device)
+    call = mode(model, layer, x, int(k), method, autodiff, chunk_of(chunk_size))
+    if first == "first":
+        gf.grad_cam(model, layer, x, 0)  # the shape probe, not measured
+    else:
+        call()
+    report_peak(call, device)
 
 
 def main():
@@ -92,21 +102,31 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--estimate-above", type=int, default=100)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="the memory table alone")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--memory-chunks", nargs="+", default=["auto", "8"], help="forward mode's chunk_size"
+        "--memory-chunks", nargs="+", default=["auto", "10"], help="forward mode's chunk_size"
     )
     parser.add_argument("--memory-methods", nargs="+", default=["gradcam"])
-    parser.add_argument("--peak-of", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-reverse-ks", nargs="+", type=int, default=[100])
+    parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument("--peak-of", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_of:
         return measure_peak(*args.peak_of)
     print(
         f"torch {torch.__version__}, device {args.device}, "
-        f"{torch.get_num_threads()} threads, batch 8, 224 x 224\n"
+        f"{torch.get_num_threads()} threads, batch 8, 224 x 224"
     )
+    if not args.memory_only:
+        times_table(args)
+    if args.memory or args.memory_only:
+        memory_table(args)
+
+
+def times_table(args):
     print(
-        "| model | layer | method | K | forward s | reverse s | auto s (nearer mode) | loop s | "
+        "\n| model | layer | method | K | forward s | reverse s | auto s (nearer mode) | loop s | "
         "loop / auto | auto / best mode |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -158,41 +178,42 @@ def main():
                         f"{median['auto'] / best:.2f} |",
                         flush=True,
                     )
-    if args.memory:
-        print(
-            "\n| model | layer | method | K | mode | chunk_size | s (one call) | peak GiB | "
-            "peak GiB, mmap threshold fixed | that / reverse at K = 100 |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        rows = [(100, "reverse", "auto"), (1000, "reverse", "auto")]
-        rows += [(1000, "forward", chunk) for chunk in args.memory_chunks]
-        rows += [(1000, "auto", "auto")]
-        for model_name in args.models:
-            for layer in args.layers:
-                for method in args.memory_methods:
-                    baseline = None
-                    for k, autodiff, chunk in rows:
-                        (peak, seconds), (held, _) = (
-                            peak_memory_and_seconds(
-                                __file__,
-                                model_name,
-                                layer,
-                                k,
-                                method,
-                                autodiff,
-                                chunk,
-                                args.device,
-                                mmap_threshold=threshold,
-                            )
-                            for threshold in (None, MMAP_THRESHOLD)
+
+
+def memory_table(args):
+    print(
+        "\n| model | layer | method | K | mode | chunk_size | s (one call) | peak GiB | "
+        f"peak GiB, mmap threshold fixed (median of {args.memory_repeats}) | "
+        "that / reverse at the first K | first call in the process, threshold fixed |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = [(k, "reverse", "auto") for k in args.memory_reverse_ks]
+    rows += [(1000, "forward", chunk) for chunk in args.memory_chunks]
+    rows += [(1000, "auto", "auto")]
+    for model_name in args.models:
+        for layer in args.layers:
+            for method in args.memory_methods:
+                baseline = None
+                for k, autodiff, chunk in rows:
+                    row = (model_name, layer, k, method, autodiff, chunk, args.device)
+
+                    def peak(first, threshold, row=row):
+                        return peak_memory_and_seconds(
+                            __file__, *row, first, mmap_threshold=threshold
                         )
-                        baseline = baseline or held
-                        print(
-                            f"| {model_name} | {layer} | {method} | {k} | {autodiff} | {chunk} "
-                            f"| {seconds:.2f} | {peak / GIB:.2f} | {held / GIB:.2f} | "
-                            f"{held / baseline:.2f} |",
-                            flush=True,
-                        )
+
+                    default, seconds = peak("repeat", None)
+                    held = statistics.median(
+                        peak("repeat", MMAP_THRESHOLD)[0] for _ in range(args.memory_repeats)
+                    )
+                    cold = peak("first", MMAP_THRESHOLD)[0]
+                    baseline = baseline or held
+                    print(
+                        f"| {model_name} | {layer} | {method} | {k} | {autodiff} | {chunk} "
+                        f"| {seconds:.2f} | {default / GIB:.2f} | {held / GIB:.3f} | "
+                        f"{held / baseline:.2f} | {cold / GIB:.3f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
