@@ -52,20 +52,22 @@ def flatten(value):
     """``(tensors, others, tree)``: the floating-point Tensors of ``value`` in a fixed
     order (depth first), every other leaf, and the structure for ``unflatten``."""
     tensors, others = [], []
-
-    def walk(node):
-        parts = _children(node)
-        if parts is not None:
-            children, rebuild = parts
-            return rebuild, [walk(child) for child in children]
-        if isinstance(node, torch.Tensor) and node.is_floating_point():
-            tensors.append(node)
-            return True, len(tensors) - 1
-        others.append(node)
-        return False, len(others) - 1
-
-    tree = walk(value)
+    tree = _walk(value, tensors, others)
     return tuple(tensors), others, tree
+
+
+def _walk(node, tensors, others):
+    """``flatten``'s recursion, at module level: a recursive closure would be a reference
+    cycle holding the tensors until Python's cycle collector runs."""
+    parts = _children(node)
+    if parts is not None:
+        children, rebuild = parts
+        return rebuild, [_walk(child, tensors, others) for child in children]
+    if isinstance(node, torch.Tensor) and node.is_floating_point():
+        tensors.append(node)
+        return True, len(tensors) - 1
+    others.append(node)
+    return False, len(others) - 1
 
 
 def unflatten(tree, tensors, others):

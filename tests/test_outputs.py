@@ -1,7 +1,9 @@
 """Models that return structures: the callable target sees the output as returned,
 layer_vjp hands it back as is, and its pullback takes a cotangent of the same shape."""
 
+import gc
 import re
+import weakref
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -213,3 +215,20 @@ def test_messages_list_the_first_six_tensors_and_name_nameless_targets():
         r".* e\.g\. targets=top_k\(2, scores=lambda out: out\['h0'\]\), or wrap",
     ):
         gf.grad_cam(model, "conv", x, targets=gf.top_k(2))
+
+
+def test_flatten_keeps_no_tensor_alive_after_it_returns():
+    """No reference cycle holds a flattened tensor until Python's cycle collector runs
+    (forward mode flattens every chunk's output; each would otherwise linger)."""
+    from gradcam_func._outputs import flatten
+
+    value = {"logits": (torch.ones(3), 2), "aux": [torch.zeros(2)]}
+    alive = weakref.ref(value["logits"][0])
+    gc.disable()
+    try:
+        result = flatten(value)
+        assert len(result[0]) == 2
+        del result, value
+        assert alive() is None
+    finally:
+        gc.enable()
