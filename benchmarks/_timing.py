@@ -12,16 +12,23 @@ import torch.utils.benchmark as benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _timer(fn):
-    """A Timer on every thread torch uses (Timer's own default is one thread); with a GPU
-    present, each run ends by waiting for the queued device work, so it is timed whole."""
+def _whole(fn):
+    """``fn`` that, with a GPU present, ends by waiting for the queued device work, so
+    it is timed whole."""
 
     def run():
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    return benchmark.Timer(stmt="fn()", globals={"fn": run}, num_threads=torch.get_num_threads())
+    return run
+
+
+def _timer(fn):
+    """A Timer of ``_whole(fn)`` on every thread torch uses (Timer's own default is one)."""
+    return benchmark.Timer(
+        stmt="fn()", globals={"fn": _whole(fn)}, num_threads=torch.get_num_threads()
+    )
 
 
 def median_seconds(fn, min_run_time=1.0):
@@ -29,9 +36,15 @@ def median_seconds(fn, min_run_time=1.0):
     return _timer(fn).blocked_autorange(min_run_time=min_run_time).median
 
 
-def once_seconds(fn):
-    """Wall time of one call of ``fn()``, for runs too slow to repeat."""
-    return _timer(fn).timeit(1).median
+def once_seconds(fn, warmups=2):
+    """Wall time of one call of ``fn()``, for runs too slow to repeat, after ``warmups``
+    untimed calls (two by default, as torch's ``Timer.timeit`` makes)."""
+    run = _whole(fn)
+    for _ in range(warmups):
+        run()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def _status_bytes(field):

@@ -9,7 +9,8 @@
 
 Batch 8, 224 x 224, random weights, the K first classes. Every mode computes the same
 maps (checked on the timed runs' results; the shape probe runs before any timing).
-Times are medians of ``--repeats`` interleaved runs.
+Times are medians of ``--repeats`` interleaved single calls (no warm-up calls: each
+takes seconds).
 Where K exceeds ``--estimate-above`` for a model larger than ResNet-18, reverse mode
 and the loop (both linear in K) are estimated from their time at the largest K below
 it, marked "est."; forward mode and "auto" are always run.
@@ -155,7 +156,8 @@ def times_table(args):
                                     lambda name=name, fn=fn, results=results: (
                                         results.__setitem__(name, fn()),
                                         synchronize(args.device),
-                                    )
+                                    ),
+                                    warmups=0,  # the shape probe ran; repeats interleave
                                 )
                             )
                     # every mode's maps equal the first's (the last run's results)
