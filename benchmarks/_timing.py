@@ -74,10 +74,11 @@ def peak_memory_bytes(script, *args, mmap_threshold=None):
 
 def peak_memory_and_seconds(script, *args, mmap_threshold=None):
     """Peak resident memory one call adds, measured in a fresh ``python script`` process,
-    and the seconds that call took (a first call there: no warm-up but the probe's).
+    and the seconds that call took.
 
     The script is run as ``python script --peak-of ARGS``; it must build its inputs,
-    call ``report_peak(fn)`` with the zero-argument method to measure, and exit.
+    call ``report_peak(fn)`` with the zero-argument method to measure, and exit. What it
+    runs before (a shape probe, a warm-up call) is not counted: the peak is reset first.
     ``mmap_threshold`` (bytes) fixes glibc's: blocks that large are mapped and unmapped
     on free, so the figure is the memory held at the peak, not what malloc kept from
     earlier frees (glibc raises its threshold as it goes, then keeps freed blocks).
