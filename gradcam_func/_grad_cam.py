@@ -203,7 +203,7 @@ def forward_mode(
     count = shape[1] if method != "hirescam" else math.prod(shape[2:])
     reverse_chunk = default_chunk_size(k, batch, numel) if chunk_size == "auto" else chunk_size or k
     if chunk_size == "auto":
-        chunk_size = default_chunk_size(count, batch, numel, FORWARD_CHUNK_ELEMENTS)
+        chunk_size = forward_chunk_size(count, batch, numel)
     timed = autodiff == "auto"  # (under a transform "auto" returned above)
     checked = not coupled and not transformed  # examples assumed independent: checked
     if timed or checked:
@@ -267,18 +267,28 @@ def check_one_of(target, targets, call):
 
 # The memory a chunk of pullbacks may hold at the layer: 2**22 elements, 16 MiB float32.
 CHUNK_ELEMENTS = 2**22
-# Forward mode's chunks of directions get twice that: each chunk runs the whole model
-# again (the part before the layer included), so fewer, larger chunks pay more than in
-# reverse mode. ResNet-18 `layer3`, batch 8, HiResCAM for 1000 classes: 10.1 s in chunks
-# of 10 directions, 8.0 s in chunks of 20 (0.18 against 0.27 GiB; docs/performance.md).
-FORWARD_CHUNK_ELEMENTS = 2 * CHUNK_ELEMENTS
 
 
-def default_chunk_size(k, batch, numel_per_example, elements=CHUNK_ELEMENTS):
+def default_chunk_size(k, batch, numel_per_example):
     """Targets per vmapped pullback for ``chunk_size="auto"``: as many as keep one
     chunk's gradients at the layer (chunk x B x the activation's elements per example)
-    within ``elements``; at least 1, at most K."""
-    return max(1, min(k, elements // max(1, batch * numel_per_example)))
+    within ``CHUNK_ELEMENTS``; at least 1, at most K."""
+    return max(1, min(k, CHUNK_ELEMENTS // max(1, batch * numel_per_example)))
+
+
+def forward_chunk_size(count, batch, numel_per_example):
+    """Directions per vmapped jvp for forward mode's ``chunk_size="auto"``: twice reverse
+    mode's default chunk at the same layer, at most ``count``.
+
+    Each chunk of directions runs the whole model again, so fewer, larger chunks pay
+    more than in reverse mode (ResNet-18 `layer3`, batch 8, HiResCAM for 1000 classes:
+    10.1 s in chunks of 10 directions, 8.0 s in chunks of 20; docs/performance.md).
+    Counted in reverse mode's chunks, not in elements, where the division rounds down:
+    ResNet-50 `layer3` gets 4 directions against reverse mode's 2 pullbacks, not the 5
+    that 2^23 elements allow, and holds 1.33x reverse mode's peak at K = 100 (1.73x
+    with 5; docs/performance.md).
+    """
+    return min(count, 2 * default_chunk_size(count, batch, numel_per_example))
 
 
 def check_chunk_size(chunk_size, call):
