@@ -183,6 +183,7 @@ def test_auto_compares_directions_with_targets():
     assert choose_mode("auto", "gradcam", 100, shape, True, model, True, "c") == "reverse"
     assert choose_mode("auto", "hirescam", 1000, shape, True, model, True, "c") == "forward"
     assert choose_mode("auto", "gradcam", 1000, shape, True, model, False, "c") == "reverse"
+    assert choose_mode("reverse", "gradcam", 1000, shape, True, model, True, "c") == "reverse"
     # at the edges: forward is tried when 0.75 x directions < K, strictly
     small = (2, 8, 4, 4)  # 8 channels (6 after the factor), 16 positions (12)
     assert choose_mode("auto", "gradcam", 7, small, True, model, True, "c") == "forward"
@@ -210,6 +211,9 @@ def test_auto_weighs_the_forward_rerun_per_chunk_against_k_pullbacks():
     assert not forward_is_cheaper(512, 20, 1000, 0.35, 0.02, 20)
     # all directions in one chunk: one extra forward, 0.73 s against 1 s
     assert forward_is_cheaper(512, None, 1000, 0.35, 0.02, 20)
+    # a tie keeps reverse mode: 4 x 0.75 x 1 s + 1 x 0 s against 3 chunks of 1 s
+    assert not forward_is_cheaper(4, None, 3, 0.0, 1.0, 1)
+    assert forward_is_cheaper(4, None, 4, 0.0, 1.0, 1)
 
 
 def test_auto_and_forward_give_the_same_maps_whichever_mode_auto_takes():
@@ -284,6 +288,31 @@ def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size):
     ours = gf.cam(model, "0", x, targets="all", autodiff="forward", chunk_size=chunk_size)
     assert sizes == [chunk_size]
     assert_matches(ours, gf.cam(model, "0", x, targets="all", autodiff="reverse"))
+
+
+def test_the_default_chunk_of_directions_is_twice_reverse_modes_chunk(monkeypatch):
+    """chunk_size="auto" in forward mode: twice as many directions as reverse mode's
+    default chunk holds pullbacks at the same layer, counted after reverse mode's
+    rounding (2^22 elements at the layer), at most every direction."""
+    import gradcam_func._forward_mode as forward_mode
+
+    from gradcam_func._grad_cam import forward_chunk_size
+
+    # ResNet-50 layer3, batch 8: 2^22 // (8 x 1024 x 196) = 2 pullbacks, so 4 directions
+    assert forward_chunk_size(1024, 8, 1024 * 196) == 4
+    assert forward_chunk_size(196, 8, 1024 * 196) == 4  # HiResCAM's positions there
+    assert forward_chunk_size(256, 8, 256 * 196) == 20  # ResNet-18 layer3: 10 pullbacks
+    assert forward_chunk_size(3, 8, 256 * 196) == 3  # never more than the directions
+    assert forward_chunk_size(10**6, 8, 10**7) == 2  # reverse mode's floor of 1, twice
+    sizes = []
+    quiet = forward_mode.vmap_quietly
+    monkeypatch.setattr(
+        forward_mode, "vmap_quietly", lambda fn, size: sizes.append(size) or quiet(fn, size)
+    )
+    model = nn.Sequential(nn.Conv2d(3, 40, 1), nn.Flatten(), nn.Linear(40 * 32 * 32, 300))
+    x = torch.randn(8, 3, 32, 32)  # 2^22 // (8 x 40 x 1024) = 12 pullbacks
+    gf.cam(model, "0", x, targets="all", autodiff="forward")
+    assert sizes == [24]
 
 
 @pytest.mark.parametrize(
