@@ -176,26 +176,40 @@ def forward_cams(
             tangents[0].flatten(1),
         )  # (k callables, B), (B, M)
 
-    indices = torch.arange(count, device=acts.device)
-    callable_rows, first = vmap_quietly(derivative, chunk_size)(indices)
-    jacobian = _jacobian(target_scores, callable_rows, first)  # (count, K, B)
-    k = jacobian.shape[1]
-    if coupled:  # rows (example b', unit): the derivative of sum_b s_b, as reverse mode
-        jacobian = jacobian.reshape(batch, units, k, batch).sum(-1)  # (B, units, K)
-        jacobian = jacobian.permute(2, 0, 1)  # (K, B, units)
+    def rows(indices):  # (K, B, n), or (K, n) in train mode: the chunk's derivatives
+        callable_rows, first = vmap_quietly(derivative)(indices)
+        jacobian = _jacobian(target_scores, callable_rows, first)  # (n, K, B)
+        # in train mode a row (example, unit) is the derivative of sum_b s_b, as in
+        # reverse mode; it belongs to its example alone
+        return jacobian.sum(-1).T if coupled else jacobian.permute(1, 2, 0)
+
+    def scale(a):  # (B, n): what a channel's derivative is divided by to give its weight
+        return positions if method == "gradcam" else a.sum(-1) + 1e-7
+
+    def channel_maps(indices, part):  # (K, B, P): the chunk's channels' share of the maps
+        if coupled:  # back to (K, B, n), zero outside each row's example
+            example = indices // units
+            mine = example[:, None] == torch.arange(batch, device=acts.device)
+            part = part[:, None, :] * mine.T.to(part.dtype)
+            indices = indices % units
+        chunk = flat[:, indices]  # (B, n, P)
+        return torch.einsum("kbn,bnp->kbp", part / scale(chunk), chunk)
+
+    step = chunk_size or count
+    chunks = [
+        torch.arange(i, min(i + step, count), device=acts.device) for i in range(0, count, step)
+    ]
+    if per_channel and sum_channels:  # reduced chunk by chunk: no (K, B, C) Jacobian kept
+        maps = sum(channel_maps(indices, rows(indices)) for indices in chunks)[:, :, None]
     else:
-        jacobian = jacobian.permute(1, 2, 0)  # (K, B, units)
-    if per_channel:
-        weights = jacobian / positions if method == "gradcam" else jacobian / (flat.sum(-1) + 1e-7)
-        # summed over channels without the (K, B, C, P) product: K times the activation
-        maps = (
-            torch.einsum("kbc,bcp->kbp", weights, flat)[:, :, None]
-            if sum_channels
-            else weights[..., None] * flat
-        )  # (K, B, 1, P) or (K, B, C, P)
-    elif sum_channels:
-        maps = jacobian[:, :, None, :]  # (K, B, 1, P)
-    else:
-        maps = jacobian.reshape(k, batch, channels, positions)
-    maps = maps.reshape(k, batch, maps.shape[2], *space)
+        jacobian = torch.cat([rows(indices) for indices in chunks], -1)
+        k = jacobian.shape[0]
+        jacobian = jacobian.reshape(k, batch, units)  # train mode's rows are (example, unit)
+        if per_channel:
+            maps = (jacobian / scale(flat))[..., None] * flat  # (K, B, C, P)
+        elif sum_channels:
+            maps = jacobian[:, :, None, :]  # (K, B, 1, P)
+        else:
+            maps = jacobian.reshape(k, batch, channels, positions)
+    maps = maps.reshape(maps.shape[0], batch, maps.shape[2], *space)
     return _relu(maps) if relu else maps

@@ -265,28 +265,38 @@ def test_only_callable_targets_on_a_structured_output(method):
     assert_matches(ours, torch.stack(expected))
 
 
-@pytest.mark.parametrize("chunk_size", [3, None])
-def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size):
-    """chunk_size bounds forward mode's memory by running the directions in chunks (the
-    memory itself is measured in benchmarks/forward_mode.py --memory); the maps are the
-    same either way."""
+def _record_chunks(monkeypatch):
+    """The number of directions each vmapped jvp of forward mode gets, in call order."""
     import gradcam_func._forward_mode as forward_mode
 
     sizes = []
     quiet = forward_mode.vmap_quietly
 
-    def recorded(fn, size):
-        sizes.append(size)
-        return quiet(fn, size)
+    def recorded(fn, *args):
+        def counted(indices):
+            sizes.append(len(indices))
+            return quiet(fn, *args)(indices)
+
+        return counted
 
     monkeypatch.setattr(forward_mode, "vmap_quietly", recorded)
+    return sizes
+
+
+@pytest.mark.parametrize(("chunk_size", "expected"), [(3, [3, 3, 3, 3, 3, 1]), (None, [16])])
+def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size, expected):
+    """chunk_size bounds forward mode's memory by running the directions in chunks (the
+    memory itself is measured in benchmarks/forward_mode.py --memory); the maps are the
+    same either way."""
+
+    sizes = _record_chunks(monkeypatch)
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 20)
     ).double()
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     ours = gf.cam(model, "0", x, targets="all", autodiff="forward", chunk_size=chunk_size)
-    assert sizes == [chunk_size]
+    assert sizes == expected  # in train mode: 8 channels x 2 examples, 16 directions
     assert_matches(ours, gf.cam(model, "0", x, targets="all", autodiff="reverse"))
 
 
@@ -294,8 +304,6 @@ def test_the_default_chunk_of_directions_is_twice_reverse_modes_chunk(monkeypatc
     """chunk_size="auto" in forward mode: twice as many directions as reverse mode's
     default chunk holds pullbacks at the same layer, counted after reverse mode's
     rounding (2^22 elements at the layer), at most every direction."""
-    import gradcam_func._forward_mode as forward_mode
-
     from gradcam_func._grad_cam import forward_chunk_size
 
     # ResNet-50 layer3, batch 8: 2^22 // (8 x 1024 x 196) = 2 pullbacks, so 4 directions
@@ -304,15 +312,11 @@ def test_the_default_chunk_of_directions_is_twice_reverse_modes_chunk(monkeypatc
     assert forward_chunk_size(256, 8, 256 * 196) == 20  # ResNet-18 layer3: 10 pullbacks
     assert forward_chunk_size(3, 8, 256 * 196) == 3  # never more than the directions
     assert forward_chunk_size(10**6, 8, 10**7) == 2  # reverse mode's floor of 1, twice
-    sizes = []
-    quiet = forward_mode.vmap_quietly
-    monkeypatch.setattr(
-        forward_mode, "vmap_quietly", lambda fn, size: sizes.append(size) or quiet(fn, size)
-    )
+    sizes = _record_chunks(monkeypatch)
     model = nn.Sequential(nn.Conv2d(3, 40, 1), nn.Flatten(), nn.Linear(40 * 32 * 32, 300))
     x = torch.randn(8, 3, 32, 32)  # 2^22 // (8 x 40 x 1024) = 12 pullbacks
-    gf.cam(model, "0", x, targets="all", autodiff="forward")
-    assert sizes == [24]
+    gf.cam(model.eval(), "0", x, targets="all", autodiff="forward")
+    assert sizes == [24, 16]  # 40 channels, in eval mode 40 directions
 
 
 @pytest.mark.parametrize(
