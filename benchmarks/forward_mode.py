@@ -23,7 +23,8 @@ shapes), so the figure is what the call holds, not what the process sets up once
 kernels it runs for the first time; the last column measures that first call instead.
 With glibc's mmap threshold fixed at 128 KiB freed tensors go back to the system at
 once, so the figure is what the call holds at its peak (median of ``--memory-repeats``
-processes); without it, what a long-running process may see (malloc keeps freed blocks).
+processes, with their smallest and largest); without it, what a long-running process may
+see (malloc keeps freed blocks).
 """
 
 import argparse
@@ -194,9 +195,10 @@ def memory_table(args):
     print(
         "\n| model | layer | method | K | mode | chunk_size | s (one call) | peak GiB | "
         f"peak GiB, mmap threshold fixed (median of {args.memory_repeats}) | "
-        "that / reverse at the first K | first call in the process, threshold fixed |"
+        "min-max of those | that / reverse at the first K | "
+        "first call in the process, threshold fixed |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [(k, "reverse", "auto") for k in args.memory_reverse_ks]
     rows += [(1000, "forward", chunk) for chunk in args.memory_chunks]
     rows += [(1000, "auto", "auto")]
@@ -213,14 +215,16 @@ def memory_table(args):
                         )
 
                     default, seconds = peak("repeat", None)
-                    held = statistics.median(
+                    repeats = [
                         peak("repeat", MMAP_THRESHOLD)[0] for _ in range(args.memory_repeats)
-                    )
+                    ]
+                    held = statistics.median(repeats)
                     cold = peak("first", MMAP_THRESHOLD)[0]
                     baseline = baseline or held
                     print(
                         f"| {model_name} | {layer} | {method} | {k} | {autodiff} | {chunk} "
                         f"| {seconds:.2f} | {default / GIB:.2f} | {held / GIB:.3f} | "
+                        f"{min(repeats) / GIB:.3f}-{max(repeats) / GIB:.3f} | "
                         f"{held / baseline:.2f} | {cold / GIB:.3f} |",
                         flush=True,
                     )
