@@ -124,19 +124,26 @@ def _callable_tangents(target_scores, output, tensors, tangents):
     return torch.stack(rows) if rows else tangents[0].new_zeros(0, tangents[0].shape[0])
 
 
-def _jacobian(target_scores, callable_rows, first):
+def _positions(target_scores):
+    """(B, k): where the k index targets read the first output Tensor (k may be 0)."""
+    positions = [i for i in target_scores.indices if i is not None]
+    return torch.stack(positions, 1) if positions else None
+
+
+def _jacobian(target_scores, callable_rows, first, positions):
     """(count, K, B): every target's row, in order, from the callable targets' rows
     (count, k, B) and the first output Tensor's tangents (count, B, M), which the index
-    targets read at their positions (a gather: no (K, B, M) masks)."""
-    positions = [i for i in target_scores.indices if i is not None]
+    targets read at their ``positions`` (a gather: no (K, B, M) masks)."""
     indexed = (
-        iter(first.gather(2, torch.stack(positions, 1).expand(len(first), -1, -1)).unbind(2))
-        if positions
-        else None
+        None
+        if positions is None
+        else first.gather(2, positions.expand(len(first), -1, -1)).transpose(1, 2)
     )
-    called = iter(callable_rows.unbind(1))
+    if indexed is None or callable_rows.shape[1] == 0:
+        return callable_rows if indexed is None else indexed
+    called, read = iter(callable_rows.unbind(1)), iter(indexed.unbind(1))
     return torch.stack(
-        [next(called) if i is None else next(indexed) for i in target_scores.indices], 1
+        [next(called) if i is None else next(read) for i in target_scores.indices], 1
     )
 
 
@@ -178,7 +185,7 @@ def forward_cams(
 
     def rows(indices):  # (K, B, n), or (K, n) in train mode: the chunk's derivatives
         callable_rows, first = vmap_quietly(derivative)(indices)
-        jacobian = _jacobian(target_scores, callable_rows, first)  # (n, K, B)
+        jacobian = _jacobian(target_scores, callable_rows, first, read_at)  # (n, K, B)
         # in train mode a row (example, unit) is the derivative of sum_b s_b, as in
         # reverse mode; it belongs to its example alone
         return jacobian.sum(-1).T if coupled else jacobian.permute(1, 2, 0)
@@ -195,6 +202,7 @@ def forward_cams(
         chunk = flat[:, indices]  # (B, n, P)
         return torch.einsum("kbn,bnp->kbp", part / scale(chunk), chunk)
 
+    read_at = _positions(target_scores)
     step = chunk_size or count
     chunks = [
         torch.arange(i, min(i + step, count), device=acts.device) for i in range(0, count, step)
