@@ -128,19 +128,30 @@ def captum(model, x, target, relu=False):
     return cam.numpy()
 
 
+# The JAX side's array target is made in the test: a JAX array made at import would start
+# JAX's backend while pytest collects, and mutmut forks its workers after collecting
+# (XLA's compiler then hangs in the forked worker).
 TARGETS = [
     (0, 0),
     (2, 2),
-    ([1, 2, 0], jnp.array([1, 2, 0])),
+    ([1, 2, 0], np.array([1, 2, 0])),
     (lambda out: out[:, 1] - out[:, 2], lambda out: out[:, 1] - out[:, 2]),
 ]
+
+
+def _target(index):
+    """TARGETS[index] as (torch's, JAX's), a NumPy array made a JAX array."""
+    torch_target, jax_target = TARGETS[index]
+    return torch_target, jnp.asarray(jax_target) if isinstance(
+        jax_target, np.ndarray
+    ) else jax_target
 
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("index", range(len(TARGETS)))
 def test_equinox_equals_captum(twins, index, relu):
     model, x, eqx_model, _ = twins
-    torch_target, jax_target = TARGETS[index]
+    torch_target, jax_target = _target(index)
     ours = gj.grad_cam_module(eqx_model, "convs.1", jnp.asarray(x.numpy()), jax_target, relu=relu)
     assert ours.shape == (3, 1, 6, 6)
     assert_arrays_close(ours, captum(model, x, torch_target, relu), torch.float32)
@@ -151,7 +162,7 @@ def test_equinox_equals_captum(twins, index, relu):
 @pytest.mark.parametrize("index", range(len(TARGETS)))
 def test_flax_equals_captum(twins, index, relu, kind):
     model, x, _, nnx_model = twins
-    torch_target, jax_target = TARGETS[index]
+    torch_target, jax_target = _target(index)
     inputs = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
     if kind == "nnx":
         ours = gj.grad_cam_module(nnx_model, "conv2", inputs, jax_target, relu=relu)
