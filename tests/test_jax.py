@@ -1,5 +1,8 @@
 """gradcam_func.jax: targets, stacking, jit, Flax without hand-splitting, DLPack."""
 
+import re
+from typing import Any
+
 import flax.linen as fnn
 import jax
 import jax.numpy as jnp
@@ -149,10 +152,23 @@ def test_flax_model_without_hand_splitting():
     )
     with pytest.raises(
         GradCamError,
-        match=r"grad_cam_flax\(\.\.\., layer='conv9'\): no "
-        r"submodule with that path ran",
+        match=re.escape(
+            "grad_cam_flax(..., layer='conv9'): no submodule with that path ran in the "
+            "forward pass. Paths are the names in variables['params'], joined with dots."
+        )
+        + r"(\n|$)",  # JAX may add a note on its own line
     ):
         gj.grad_cam_flax(model, variables, x, "conv9", 1)
+    with pytest.raises(GradCamError, match=r"^grad_cam_flax\(\.\.\., target=7\): index 7 "):
+        gj.grad_cam_flax(model, variables, x, "conv2", 7)
+    # relu: the by-hand map has negative entries, so the option is visible
+    plain = by_hand(trunk, head, x, lambda o: o[:, 1])
+    assert float(plain.min()) < 0
+    np.testing.assert_allclose(
+        jnp.moveaxis(gj.grad_cam_flax(model, variables, x, "conv2", 1, relu=True), -1, 1),
+        jnp.maximum(plain, 0),
+        **TOLERANCES[torch.float32],
+    )
 
 
 class TwiceNet(fnn.Module):
@@ -167,15 +183,79 @@ def test_flax_submodule_run_twice_is_refused():
     variables = TwiceNet().init(jax.random.PRNGKey(0), x)
     with pytest.raises(
         GradCamError,
-        match=r"grad_cam_flax\(\.\.\., layer='shared'\): the "
-        r"submodule is called more than once .* Pick a "
-        r"submodule that runs once",
+        match=re.escape(
+            "grad_cam_flax(..., layer='shared'): the submodule is called more than once in "
+            "one forward pass, so its activation is ambiguous. Pick a submodule that runs once."
+        )
+        + r"(\n|$)",  # JAX may add a note on its own line
     ):
         gj.grad_cam_flax(TwiceNet(), variables, x, "shared")
 
 
+class Block(fnn.Module):
+    dtype: Any = None
+
+    @fnn.compact
+    def __call__(self, x, *, scale):
+        return fnn.Conv(4, (3, 3), dtype=self.dtype, name="conv")(x) * scale
+
+
+class NestedFlaxNet(fnn.Module):
+    dtype: Any = jnp.float32
+
+    @fnn.compact
+    def __call__(self, x):
+        h = Block(self.dtype, name="block")(x, scale=2.0)
+        return fnn.Dense(3, name="fc")(jnp.tanh(h).mean((1, 2)))
+
+
+def test_flax_submodule_by_dotted_path_in_a_model_with_keyword_arguments():
+    """A submodule inside a submodule ("block.conv"), in a model that calls a submodule with
+    a keyword argument (the interception passes it on), against jax.grad by hand."""
+    model = NestedFlaxNet()
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    p = variables["params"]
+
+    def trunk(x):
+        return jnp.moveaxis(fnn.Conv(4, (3, 3)).apply({"params": p["block"]["conv"]}, x), -1, 1)
+
+    def head(a):
+        h = jnp.tanh(jnp.moveaxis(a, 1, -1) * 2.0).mean((1, 2))
+        return fnn.Dense(3).apply({"params": p["fc"]}, h)
+
+    ours = gj.grad_cam_flax(model, variables, x, "block.conv", 1)
+    expected = by_hand(trunk, head, x, lambda o: o[:, 1])
+    assert float(jnp.abs(expected).max()) > 1e-4
+    np.testing.assert_allclose(jnp.moveaxis(ours, -1, 1), expected, **TOLERANCES[torch.float32])
+
+
+def test_flax_activation_keeps_its_dtype():
+    """A bfloat16 activation gives a bfloat16 map: the perturbation added at the layer is
+    made in the activation's dtype, not float32 (which would promote the rest)."""
+    model = NestedFlaxNet(dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    assert gj.grad_cam_flax(model, variables, x, "block", 1).dtype == jnp.bfloat16
+
+
+def test_minus_n_is_the_first_class_and_minus_n_minus_one_is_refused(setup):
+    """Per-example class indices count from the end as Python's do: -N is class 0; -N - 1
+    is out of range (JAX would drop it silently and give a zero map)."""
+    trunk, head, x = setup  # N = 5 classes
+    np.testing.assert_allclose(
+        gj.grad_cam(trunk, head, x, jnp.array([-5, -5, -5])),
+        gj.grad_cam(trunk, head, x, 0),
+        **TOLERANCES[torch.float32],
+    )
+    with pytest.raises(GradCamError, match=r"^grad_cam\(\.\.\., target=array\(\[-6, 0, 0\]\)\)"):
+        gj.grad_cam(trunk, head, x, jnp.array([-6, 0, 0]))
+
+
 def test_errors(setup):
     trunk, head, x = setup
+    with pytest.raises(GradCamError, match=r"^grad_cam\(\.\.\., target=7\): index 7 "):
+        gj.grad_cam(trunk, head, x, 7)
     with pytest.raises(GradCamError, match=r"target=7\): index 7 is out of range for axis 1"):
         gj.grad_cam(trunk, head, x, 7)
     with pytest.raises(GradCamError, match=r"got 2 entries for a batch of 3"):

@@ -184,6 +184,8 @@ def test_many_targets_top_k_chunks_and_the_layer_object(twins):
     chunked = gj.grad_cam_module(eqx_model, "convs.1", xs, targets=[0, 1, 2], chunk_size=2)
     assert_arrays_close(all_at_once, expected, torch.float32)
     assert_arrays_close(chunked, expected, torch.float32)
+    with pytest.raises(gj.GradCamError, match=r"^grad_cam_module\(\.\.\., target=7\): index 7 "):
+        gj.grad_cam_module(eqx_model, "convs.1", xs, 7)
     cams, classes = gj.grad_cam_module(
         nnx_model, nnx_model.conv2, xs.transpose(0, 2, 3, 1), targets=gj.top_k(2)
     )
@@ -866,3 +868,21 @@ def test_vmap_over_an_nnx_ensemble(twins):
     )(stacked)
     for i, member in enumerate((nnx_model, other)):
         assert_arrays_close(ensemble[i], gj.grad_cam_module(member, "conv2", xs, 1), torch.float32)
+
+
+def test_chunk_size_reaches_the_map_over_cotangents(twins, monkeypatch):
+    """chunk_size runs the pullbacks chunk_size cotangents at a time (``jax.lax.map`` with
+    that batch size); without it, one vmap over all of them."""
+    _, x, eqx_model, _ = twins
+    sizes = []
+    lax_map = jax.lax.map
+
+    def spy(f, xs, *, batch_size=None):
+        sizes.append(batch_size)
+        return lax_map(f, xs, batch_size=batch_size)
+
+    monkeypatch.setattr(jax.lax, "map", spy)
+    xs = jnp.asarray(x.numpy())
+    gj.grad_cam_module(eqx_model, "convs.1", xs, targets=[0, 1, 2], chunk_size=2)
+    gj.grad_cam_module(eqx_model, "convs.1", xs, targets=[0, 1, 2])
+    assert sizes == [2]
