@@ -1,5 +1,6 @@
 """gradcam_func.jax: targets, stacking, jit, Flax without hand-splitting, DLPack."""
 
+import functools
 import re
 from typing import Any
 
@@ -250,6 +251,42 @@ def test_minus_n_is_the_first_class_and_minus_n_minus_one_is_refused(setup):
     )
     with pytest.raises(GradCamError, match=r"^grad_cam\(\.\.\., target=array\(\[-6, 0, 0\]\)\)"):
         gj.grad_cam(trunk, head, x, jnp.array([-6, 0, 0]))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_one_score_per_example_needs_no_target(setup, batch):
+    """A model with one score per example, (B,) or (B, 1), is explained without a target:
+    the score itself, against jax.grad by hand; a (B, N) output without one is refused."""
+    trunk, head, x = setup
+    x = x[:batch]
+    expected = by_hand(trunk, head, x, lambda o: o[:, 3])
+    assert float(jnp.abs(expected).max()) > 1e-4
+    for one in (lambda a: head(a)[:, 3], lambda a: head(a)[:, 3:4]):
+        np.testing.assert_allclose(
+            gj.grad_cam(trunk, one, x), expected, **TOLERANCES[torch.float32]
+        )
+    with pytest.raises(
+        GradCamError,
+        match=re.escape(
+            "grad_cam(..., target=None): without a target the model must return one score "
+            f"per example, but its output has shape ({batch}, 5). Pass a target (an int, a "
+            "per-example array or a callable) to pick one."
+        )
+        + "$",
+    ):
+        gj.grad_cam(trunk, head, x)
+
+
+def test_a_callable_target_that_returns_no_array_is_refused_by_name(setup):
+    """A score that is not an array (a Python float), and a callable without a __name__
+    (a functools.partial), named "fn" in the message."""
+    trunk, head, x = setup
+    with pytest.raises(
+        GradCamError, match=r"target=<lambda>\): a callable target .* it returned <class 'float'>"
+    ):
+        gj.grad_cam(trunk, head, x, lambda out: 1.0)
+    with pytest.raises(GradCamError, match=r"^grad_cam\(\.\.\., target=fn\): a callable target"):
+        gj.grad_cam(trunk, head, x, functools.partial(lambda out, k: out[:, :k], k=2))
 
 
 def test_errors(setup):
