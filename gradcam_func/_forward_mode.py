@@ -139,8 +139,10 @@ def _jacobian(target_scores, callable_rows, first, positions):
         if positions is None
         else first.gather(2, positions.expand(len(first), -1, -1)).transpose(1, 2)
     )
-    if indexed is None or callable_rows.shape[1] == 0:
-        return callable_rows if indexed is None else indexed
+    if indexed is None:
+        return callable_rows
+    if callable_rows.shape[1] == 0:
+        return indexed
     called, read = iter(callable_rows.unbind(1)), iter(indexed.unbind(1))
     return torch.stack(
         [next(called) if i is None else next(read) for i in target_scores.indices], 1

@@ -288,7 +288,6 @@ def test_chunk_size_reaches_the_vmap_over_directions(monkeypatch, chunk_size, ex
     """chunk_size bounds forward mode's memory by running the directions in chunks (the
     memory itself is measured in benchmarks/forward_mode.py --memory); the maps are the
     same either way."""
-
     sizes = _record_chunks(monkeypatch)
     torch.manual_seed(0)
     model = nn.Sequential(

@@ -142,9 +142,9 @@ TARGETS = [
 def _target(index):
     """TARGETS[index] as (torch's, JAX's), a NumPy array made a JAX array."""
     torch_target, jax_target = TARGETS[index]
-    return torch_target, jnp.asarray(jax_target) if isinstance(
-        jax_target, np.ndarray
-    ) else jax_target
+    if isinstance(jax_target, np.ndarray):
+        jax_target = jnp.asarray(jax_target)
+    return torch_target, jax_target
 
 
 @pytest.mark.parametrize("relu", [False, True])
