@@ -29,7 +29,6 @@ library's hooks live only while its own call is timed. Times are medians of
 """
 
 import argparse
-import time
 from functools import partial
 
 import numpy as np
@@ -41,7 +40,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torchcam.methods import GradCAM as TorchcamGradCAM
 
 import gradcam_func as gf
-from _timing import synchronize
+from _timing import once_seconds
 
 
 def build(name, device):
@@ -112,13 +111,6 @@ def ratio(med, theirs, mine):
     return f"{med[theirs] / med[mine]:.1f}×" if theirs in med else "—"
 
 
-def timed(fn, device):
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
@@ -172,7 +164,7 @@ def main():
             times = {key: [] for key in table}
             for _ in range(args.repeats):
                 for key, fn in table.items():
-                    times[key].append(timed(fn, args.device))
+                    times[key].append(once_seconds(fn, warmups=0))  # interleaved single calls
             med = {key: sorted(ts)[len(ts) // 2] for key, ts in times.items()}
             cells = [cell(med, "ours_pgc"), cell(med, "pgc"), ratio(med, "pgc", "ours_pgc")]
             cells += [cell(med, "ours_tc"), cell(med, "torchcam")]
