@@ -30,13 +30,13 @@ CLASSES = 128
 class TorchNet(nn.Module):
     """Four 3x3 convolutions (stride 2 after the first), ReLU, global mean, linear."""
 
-    def __init__(self):
+    def __init__(self, classes=CLASSES):
         super().__init__()
         self.convs = nn.ModuleList(
             nn.Conv2d(i, o, 3, stride=1 if n == 0 else 2, padding=1)
             for n, (i, o) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:], strict=True))
         )
-        self.fc = nn.Linear(WIDTHS[-1], CLASSES)
+        self.fc = nn.Linear(WIDTHS[-1], classes)
 
     def forward(self, x):
         for conv in self.convs:
@@ -52,6 +52,7 @@ class EqxNet(eqx.Module):
 
     def __init__(self, w):
         key = jax.random.PRNGKey(0)
+        classes = len(w["fc.bias"])
         self.convs = []
         for n, (i, o) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:], strict=True)):
             conv = eqx.nn.Conv2d(i, o, 3, stride=1 if n == 0 else 2, padding=1, key=key)
@@ -60,7 +61,7 @@ class EqxNet(eqx.Module):
                 jnp.asarray(w[f"convs.{n}.bias"])[:, None, None],
             )
             self.convs.append(eqx.tree_at(lambda c: (c.weight, c.bias), conv, weights))
-        fc = eqx.nn.Linear(WIDTHS[-1], CLASSES, key=key)
+        fc = eqx.nn.Linear(WIDTHS[-1], classes, key=key)
         self.fc = eqx.tree_at(
             lambda f: (f.weight, f.bias),
             fc,
@@ -85,7 +86,7 @@ class NnxNet(nnx.Module):
         for n, conv in enumerate(self.convs):
             conv.kernel[...] = jnp.asarray(w[f"convs.{n}.weight"].transpose(2, 3, 1, 0))
             conv.bias[...] = jnp.asarray(w[f"convs.{n}.bias"])
-        self.fc = nnx.Linear(WIDTHS[-1], CLASSES, rngs=rngs)
+        self.fc = nnx.Linear(WIDTHS[-1], len(w["fc.bias"]), rngs=rngs)
         self.fc.kernel[...] = jnp.asarray(w["fc.weight"].T)
         self.fc.bias[...] = jnp.asarray(w["fc.bias"])
 

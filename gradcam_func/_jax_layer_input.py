@@ -91,12 +91,13 @@ def _evaluate(closed: Any, var: Any, delta: Any, args: list[Any]) -> tuple[list[
     return [read(atom) for atom in jaxpr.outvars], env[var]
 
 
-def input_vjp(
+def input_split(
     forward: Callable[[Any], Any], inputs: Any, call: str
-) -> tuple[Any, Any, Callable[[Any], Any]]:
-    """``(output, layer input (B, ...), pullback)`` for ``forward(inputs) -> output``
-    (any pytree) whose layer marks its input with ``mark``; the pullback gives the
-    gradient at that array through all its uses."""
+) -> tuple[Any, Any, Callable[[Any], Any], Callable[[Any], Any]]:
+    """``(output, marked array (B, ...), pullback, pushforward)`` for ``forward(inputs)
+    -> output`` (any pytree) whose layer marks an array with ``mark``: the pullback gives
+    the gradient at that array through all its uses; the pushforward maps a tangent at
+    the array (B, ...) to the output's tangent (a jvp: it runs the forward again)."""
     flat, in_tree = jax.tree_util.tree_flatten(inputs)
     closed, shape = jax.make_jaxpr(
         lambda *xs: forward(jax.tree_util.tree_unflatten(in_tree, xs)), return_shape=True
@@ -121,11 +122,25 @@ def input_vjp(
     zeros = jnp.zeros(var.aval.shape, var.aval.dtype)
     output, vjp_fn, value = jax.vjp(run, zeros, has_aux=True)
 
+    moves = list(enumerate(reversed(axes)))
+
     def batch_first(x: Any) -> Any:
         """The mapped axes first, outermost vmap first: (B, T, ...) for an Equinox model
         vmapped over examples whose layer runs vmapped over tokens."""
-        for depth, axis in enumerate(reversed(axes)):
+        for depth, axis in moves:
             x = jnp.moveaxis(x, axis + depth, depth)
         return x
 
-    return output, batch_first(value), lambda cotangent: batch_first(vjp_fn(cotangent)[0])
+    def as_marked(x: Any) -> Any:
+        """``batch_first`` undone: the mapped axes back where the traced model has them."""
+        for depth, axis in reversed(moves):
+            x = jnp.moveaxis(x, depth, axis + depth)
+        return x
+
+    def pushforward(tangent: Any) -> Any:
+        return jax.jvp(lambda delta: run(delta)[0], (zeros,), (as_marked(tangent),))[1]
+
+    def pullback(cotangent: Any) -> Any:
+        return batch_first(vjp_fn(cotangent)[0])
+
+    return output, batch_first(value), pullback, pushforward

@@ -2,7 +2,7 @@
 Equinox, Flax Linen): ``(output, activation, pullback)`` without editing the model.
 
 The layer is swapped, inside a pure function, for a tap that calls it and marks its
-output (or its input) with ``_jax_layer_input.mark``; ``input_vjp`` then perturbs the
+output (or its input) with ``_jax_layer_input.mark``; ``input_split`` then perturbs the
 marked array where it is made, so every use counts, also when the layer runs inside a
 ``jax.vmap`` of the model's own (Equinox layers over tokens). Equinox models are
 replaced functionally (``eqx.tree_at``); NNX models are split into a graph definition
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import GradCamError
-from ._jax_layer_input import input_vjp, mark
+from ._jax_layer_input import input_split, mark
 
 CALL = "grad_cam_module"
 
@@ -177,7 +177,31 @@ def module_layer_vjp(
     attribute_to_layer_input: bool = False,
     state: Any = None,
 ) -> tuple[Any, Any, Callable[[Any], Any]]:
-    """``(output, activation, pullback)`` of an NNX or Equinox ``model`` at ``layer``.
+    """``(output, activation, pullback)`` of an NNX, Linen or Equinox ``model`` at
+    ``layer``: ``module_split`` without its pushforward."""
+    return module_split(
+        model,
+        layer,
+        inputs,
+        variables=variables,
+        per_example=per_example,
+        attribute_to_layer_input=attribute_to_layer_input,
+        state=state,
+    )[:3]
+
+
+def module_split(
+    model: Any,
+    layer: Any,
+    inputs: Any,
+    *,
+    variables: Any = None,
+    per_example: bool | None = None,
+    attribute_to_layer_input: bool = False,
+    state: Any = None,
+) -> tuple[Any, Any, Callable[[Any], Any], Callable[[Any], Any]]:
+    """``(output, activation, pullback, pushforward)`` of an NNX, Linen or Equinox
+    ``model`` at ``layer``; pushforward: a tangent at the activation -> the output's.
 
     inputs: (B, ...). per_example (Equinox only): the model takes one example and is
     vmapped over the batch, the default, as Equinox layers are written per example;
@@ -199,7 +223,7 @@ def module_layer_vjp(
                 "dotted path, e.g. layer='conv2'."
             )
         forward = _linen_marked(model, variables, layer, attribute_to_layer_input)
-        return input_vjp(forward, inputs, CALL)
+        return input_split(forward, inputs, CALL)
     if state is not None and kind != "equinox":
         raise GradCamError(
             f"{CALL}(..., state=...): only Equinox models take a separate state; an "
@@ -215,16 +239,44 @@ def module_layer_vjp(
         per_example = kind == "equinox"
     if kind == "equinox":
         forward = _equinox_marked(model, path, layer, per_example, attribute_to_layer_input, state)
-        return input_vjp(forward, inputs, CALL)
+        return input_split(forward, inputs, CALL)
     if per_example:
         raise GradCamError(
             f"{CALL}(..., per_example=True): NNX modules take batches; per_example is for "
             "Equinox models written for one example."
         )
     forward = _nnx_marked(model, path, layer, attribute_to_layer_input)
-    (output, new_state), acts, pullback = input_vjp(forward, inputs, CALL)
+    (output, new_state), acts, pullback, pushforward = input_split(forward, inputs, CALL)
     _write_back(model, new_state)
-    return output, acts, lambda cotangent: pullback((cotangent, _zeros_like(new_state)))
+    return (
+        output,
+        acts,
+        lambda cotangent: pullback((cotangent, _zeros_like(new_state))),
+        lambda tangent: pushforward(tangent)[0],
+    )
+
+
+def examples_interact(model: Any) -> bool:
+    """Whether the model mixes the examples of a batch: a BatchNorm that normalizes by
+    the batch's statistics (NNX with ``use_running_average=False``, Equinox outside
+    inference mode)."""
+    kind = model_kind(model)
+    if kind == "nnx":
+        from flax import nnx
+
+        return any(
+            isinstance(node, nnx.BatchNorm) and not node.use_running_average
+            for _, node in nnx.iter_graph(model)
+        )
+    if kind == "equinox":
+        import equinox as eqx
+
+        is_norm = lambda node: isinstance(node, eqx.nn.BatchNorm)
+        return any(
+            is_norm(node) and not node.inference
+            for node in jax.tree_util.tree_leaves(model, is_leaf=is_norm)
+        )
+    return False  # a Linen module here runs without mutable statistics: inference
 
 
 def _equinox_marked(

@@ -13,6 +13,7 @@ give (K, B, 1, *S). JAX convolutions are usually channels-last, (B, *S, C): pass
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 
 from . import ops
 from ._checks import GradCamError
-from ._jax_modules import model_kind, module_layer_vjp
+from ._jax_modules import examples_interact, model_kind, module_layer_vjp, module_split
 from ._targets import TopK, check_index, top_k
 
 __all__ = [
@@ -132,12 +133,29 @@ def _check_classes(classes, output, call, argument):
 
 
 def _explain(
-    output, acts, pullback, target, targets, relu, sum_channels, channel_axis, call, chunk_size=None
+    output,
+    acts,
+    pullback,
+    target,
+    targets,
+    relu,
+    sum_channels,
+    channel_axis,
+    call,
+    chunk_size=None,
+    autodiff="reverse",
+    pushforward=None,
+    coupled=False,
 ):
-    """Shared by the entry points: cotangents, vmap of the pullback (``chunk_size``
-    cotangents at a time when given), ops."""
+    """Shared by the entry points: cotangents, then the maps by a vmap of the pullback
+    over them (``chunk_size`` cotangents at a time when given), or by forward mode
+    (``autodiff``, ``_forward_cams``; ``coupled``: the model mixes a batch's examples)."""
     if target is not None and targets is not None:
         raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
+    if autodiff not in ("auto", "reverse", "forward"):
+        raise GradCamError(
+            f"{call}(..., autodiff={autodiff!r}): expected 'auto', 'reverse' or 'forward'."
+        )
 
     def cams_of(cot):
         grads = jnp.moveaxis(pullback(cot), channel_axis, 1)
@@ -146,23 +164,97 @@ def _explain(
         )
         return jnp.moveaxis(cam, 1, channel_axis)
 
-    if targets is None:
-        return cams_of(cotangent(output, target, call=call))
     classes = None
-    if isinstance(targets, TopK):
-        targets.check(output, call)
-        classes = jax.lax.top_k(jax.lax.stop_gradient(output), targets.k)[1].T
-        targets = list(classes)
-    if len(targets) == 0:
-        raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")
-    cotangents = jnp.stack(
-        [cotangent(output, t, f"targets[{k}]", call) for k, t in enumerate(targets)]
-    )
-    if chunk_size is None:
-        cams = jax.vmap(cams_of)(cotangents)
+    if targets is None:
+        cotangents = cotangent(output, target, call=call)[None]
     else:
-        cams = jax.lax.map(cams_of, cotangents, batch_size=chunk_size)
+        if isinstance(targets, TopK):
+            targets.check(output, call)
+            classes = jax.lax.top_k(jax.lax.stop_gradient(output), targets.k)[1].T
+            targets = list(classes)
+        if len(targets) == 0:
+            raise GradCamError(f"{call}(..., targets=[]): expected at least one target.")
+        cotangents = jnp.stack(
+            [cotangent(output, t, f"targets[{k}]", call) for k, t in enumerate(targets)]
+        )
+    cams = None
+    # Under a transformation (jit, vmap, grad) values cannot be read: "auto" stays in
+    # reverse mode there, and an explicit "forward" is taken at its word, unchecked.
+    traced = any(isinstance(a, jax.core.Tracer) for a in (acts, output, cotangents))
+    channels = jnp.moveaxis(acts, channel_axis, 1).shape[1]
+    directions = channels * (acts.shape[0] if coupled else 1)
+    if autodiff == "forward" or (
+        autodiff == "auto" and not traced and directions < len(cotangents)
+    ):
+        cams = _forward_cams(
+            acts, pushforward, cotangents, relu, sum_channels, channel_axis, chunk_size, coupled
+        )
+        if not (coupled or traced):  # examples assumed independent: checked on the first
+            reverse = np.asarray(cams_of(cotangents[0]), np.float32)
+            scale = max(float(np.abs(reverse).max()), 1e-30)
+            tolerance = max(1e-3, 8 * float(jnp.finfo(acts.dtype).eps))  # bfloat16: 0.06
+            first = np.asarray(cams[0], np.float32)
+            if not np.allclose(first, reverse, rtol=tolerance, atol=0.1 * tolerance * scale):
+                if autodiff == "forward":
+                    raise GradCamError(
+                        f"{call}(..., autodiff='forward'): the model mixes the examples of "
+                        "the batch (the first target's map differs from reverse mode's), so "
+                        "one direction per channel cannot serve every example. Use "
+                        "autodiff='reverse'."
+                    )
+                cams = None
+    if cams is None:
+        if targets is None:
+            cams = cams_of(cotangents[0])[None]
+        elif chunk_size is None:
+            cams = jax.vmap(cams_of)(cotangents)
+        else:
+            cams = jax.lax.map(cams_of, cotangents, batch_size=chunk_size)
+    if targets is None:
+        return cams[0]
     return cams if classes is None else (cams, classes)
+
+
+def _forward_cams(
+    acts, pushforward, cotangents, relu, sum_channels, channel_axis, chunk_size, coupled
+):
+    """The K targets' maps (K, *the reverse-mode map's shape) from jvps.
+
+    A target's derivative with respect to an offset added to all of channel c, divided
+    by the positions, is the mean of its gradient over channel c: Grad-CAM's weight. One
+    direction per channel offsets every example at once (C jvps); where the examples
+    interact (``coupled``), each example's channels get directions of their own (B x C).
+    pushforward: a tangent at ``acts`` -> the output's tangent; cotangents: (K, *output).
+    """
+    channels_first = jnp.moveaxis(acts, channel_axis, 1)  # (B, C, *S)
+    batch, channels = channels_first.shape[:2]
+    trailing = (1,) * (channels_first.ndim - 2)
+
+    def tangent_of(index):  # (B, M): the output's tangent for one direction
+        unit = jnp.arange(channels) == index % channels
+        mine = jnp.arange(batch) == index // channels if coupled else jnp.ones(batch, bool)
+        direction = (mine[:, None] & unit[None, :]).reshape((batch, channels) + trailing)
+        direction = jnp.broadcast_to(direction, channels_first.shape).astype(acts.dtype)
+        return pushforward(jnp.moveaxis(direction, 1, channel_axis)).reshape(batch, -1)
+
+    indices = jnp.arange(channels * (batch if coupled else 1))
+    if chunk_size is None:
+        tangents = jax.vmap(tangent_of)(indices)
+    else:
+        tangents = jax.lax.map(tangent_of, indices, batch_size=chunk_size)  # (n, B, M)
+    cots = cotangents.reshape(len(cotangents), batch, -1)  # (K, B, M)
+    if coupled:  # a row (example, channel) is the derivative of the scores summed over B
+        weights = jnp.einsum("kbm,nbm->kn", cots, tangents).reshape(-1, batch, channels)
+    else:
+        weights = jnp.einsum("kbm,nbm->kbn", cots, tangents)
+    weights = weights / math.prod(channels_first.shape[2:])
+
+    def cam_of(w):  # (B, C) -> one target's map, channels at channel_axis
+        w = w.reshape((batch, channels) + trailing)
+        cam = ops.weight_activations(w, channels_first, sum_channels=sum_channels)
+        return jnp.moveaxis(ops.relu(cam) if relu else cam, 1, channel_axis)
+
+    return jax.vmap(cam_of)(weights)
 
 
 def grad_cam(
@@ -175,16 +267,29 @@ def grad_cam(
     relu: bool = False,
     sum_channels: bool = True,
     channel_axis: int = 1,
+    autodiff: str = "auto",
 ) -> Any:
     """Grad-CAM of ``head(trunk(inputs))`` at the activation ``trunk(inputs)``.
 
     Activation (B, C, *S) (or channels at ``channel_axis``); returns (B, 1, *S), or
     (K, B, 1, *S) for ``targets`` (K targets, one forward, one vmap over the pullback);
     with ``targets=top_k(k)`` returns (cams, classes (k, B)). jit-compatible.
+    autodiff: "reverse" (one pullback per target), "forward" (one jvp per channel) or
+    "auto": forward mode when the channels are fewer than the targets, outside jit.
     """
     output, acts, pullback = layer_vjp(trunk, head, inputs)
     return _explain(
-        output, acts, pullback, target, targets, relu, sum_channels, channel_axis, "grad_cam"
+        output,
+        acts,
+        pullback,
+        target,
+        targets,
+        relu,
+        sum_channels,
+        channel_axis,
+        "grad_cam",
+        autodiff=autodiff,
+        pushforward=lambda tangent: jax.jvp(head, (acts,), (tangent,))[1],
     )
 
 
@@ -196,6 +301,12 @@ def flax_layer_vjp(
     layer: the submodule's path as a dotted name, e.g. ``"conv2"`` or ``"block.conv"``.
     One forward pass; the activation's shape comes from ``jax.eval_shape`` (no compute).
     """
+    return _flax_split(model, variables, inputs, layer)[:3]
+
+
+def _flax_split(model, variables, inputs, layer):
+    """``flax_layer_vjp``'s three and a pushforward: a tangent at the activation -> the
+    output's tangent (a jvp: runs the forward again)."""
     import flax.linen as nn
 
     path = tuple(layer.split("."))
@@ -230,7 +341,12 @@ def flax_layer_vjp(
     spec = jax.eval_shape(lambda: run(None)[1])
     zeros = jnp.zeros(spec.shape, spec.dtype)
     output, vjp_fn, acts = jax.vjp(run, zeros, has_aux=True)
-    return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
+    return (
+        output,
+        acts,
+        lambda cotangent: vjp_fn(cotangent)[0],
+        lambda tangent: jax.jvp(lambda p: run(p)[0], (zeros,), (tangent,))[1],
+    )
 
 
 def grad_cam_flax(
@@ -244,15 +360,27 @@ def grad_cam_flax(
     relu: bool = False,
     sum_channels: bool = True,
     channel_axis: int = -1,
+    autodiff: str = "auto",
 ) -> Any:
     """Grad-CAM of a Flax linen ``model`` at the submodule ``layer`` (dotted path).
 
     Flax convolutions are channels-last, so ``channel_axis`` defaults to -1: an
     activation (B, *S, C) gives (B, *S, 1), or (K, B, *S, 1) for ``targets``.
+    autodiff: as in ``grad_cam``.
     """
-    output, acts, pullback = flax_layer_vjp(model, variables, inputs, layer)
+    output, acts, pullback, pushforward = _flax_split(model, variables, inputs, layer)
     return _explain(
-        output, acts, pullback, target, targets, relu, sum_channels, channel_axis, "grad_cam_flax"
+        output,
+        acts,
+        pullback,
+        target,
+        targets,
+        relu,
+        sum_channels,
+        channel_axis,
+        "grad_cam_flax",
+        autodiff=autodiff,
+        pushforward=pushforward,
     )
 
 
@@ -271,6 +399,7 @@ def grad_cam_module(
     per_example: bool | None = None,
     attribute_to_layer_input: bool = False,
     state: Any = None,
+    autodiff: str = "auto",
 ) -> Any:
     """Grad-CAM of a Flax NNX, Flax Linen or Equinox ``model`` at ``layer``, as
     ``gradcam_func.grad_cam`` explains a torch model.
@@ -280,13 +409,17 @@ def grad_cam_module(
     (an int, a tuple, an integer array, a callable ``output -> (B,)``, a list, ``top_k``).
     channel_axis: where the layer's channels are in the batched activation; by default
     -1 for Flax (channels-last, as ``nnx.Conv``) and 1 for Equinox (channels-first, as
-    ``eqx.nn.Conv2d``). chunk_size: cotangents per vmapped pullback (all at once when
-    None). variables: a Linen module's variables. per_example, attribute_to_layer_input,
-    state (an Equinox model's BatchNorm state): see ``module_layer_vjp`` (the gradient at the layer's input array through all its
-    uses). Returns (B, 1, *S) channels-first, or (B, *S, 1) channels-last; (K, B, ...) for ``targets``; ``(cams, classes (k, B))``
-    for ``top_k``. The model is left as one ordinary forward pass leaves it.
+    ``eqx.nn.Conv2d``). chunk_size: cotangents per vmapped pullback, or directions per
+    vmapped jvp in forward mode (all at once when None). variables: a Linen module's
+    variables. per_example, attribute_to_layer_input, state (an Equinox model's
+    BatchNorm state): see ``module_layer_vjp`` (the gradient at the layer's input array
+    through all its uses). autodiff: as in ``grad_cam``; where a BatchNorm normalizes by
+    the batch, forward mode takes one direction per channel of each example (B x C).
+    Returns (B, 1, *S) channels-first, or (B, *S, 1) channels-last; (K, B, ...) for
+    ``targets``; ``(cams, classes (k, B))`` for ``top_k``. The model is left as one
+    ordinary forward pass leaves it.
     """
-    output, acts, pullback = module_layer_vjp(
+    output, acts, pullback, pushforward = module_split(
         model,
         layer,
         inputs,
@@ -308,6 +441,9 @@ def grad_cam_module(
         channel_axis,
         "grad_cam_module",
         chunk_size,
+        autodiff,
+        pushforward,
+        examples_interact(model),
     )
 
 

@@ -229,6 +229,36 @@ def test_an_identity_layer_output_counts_every_use():
     assert_matches(gf.grad_cam(model, "drop", x, 1), expected)
 
 
+def test_a_layer_that_returns_its_input_beside_a_tensor_of_its_own():
+    """The layer returns (its own tensor, its input): the first is perturbed as the layer
+    returns it, the second where it was made, so each map counts every use, as in
+    Captum's autograd (one map per returned tensor)."""
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, h):
+            return torch.tanh(self.conv(h)), h
+
+    class Paired(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.pair, self.fc = nn.Conv2d(3, 3, 1), Pair(), nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = torch.sigmoid(self.stem(x))
+            own, passed = self.pair(h)
+            return self.fc((own * passed + h * h).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Paired().double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    own, passed = LayerGradCam(model, model.pair).attribute(x, 1)
+    assert_matches(gf.grad_cam(model, "pair", x, 1), (own.detach(), passed.detach()))
+
+
 def test_a_layer_that_starts_returning_its_input_is_probed_again():
     """The cached split says the layer makes a new tensor; when it starts returning its
     input unchanged, the next call notices and perturbs where that tensor is made."""
