@@ -181,8 +181,7 @@ def _explain(
     # Under a transformation (jit, vmap, grad) values cannot be read: "auto" stays in
     # reverse mode there, and an explicit "forward" is taken at its word, unchecked.
     traced = any(isinstance(a, jax.core.Tracer) for a in (acts, output, cotangents))
-    channels = jnp.moveaxis(acts, channel_axis, 1).shape[1]
-    directions = channels * (acts.shape[0] if coupled else 1)
+    directions = acts.shape[channel_axis] * (acts.shape[0] if coupled else 1)
     if autodiff == "forward" or (
         autodiff == "auto" and not traced and directions < len(cotangents)
     ):
