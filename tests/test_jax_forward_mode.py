@@ -11,6 +11,7 @@ import torch
 from captum.attr import LayerGradCam
 
 import gradcam_func.jax as gj
+from gradcam_func._jax_modules import _equinox_marked
 from conftest import assert_arrays_close, assert_not_zero
 
 eqx = pytest.importorskip("equinox")
@@ -162,6 +163,93 @@ def test_forward_mode_at_the_layer_input_counts_every_use(per_example):
     assert_arrays_close(ours, expected, torch.float32)
     nnx_cams = gj.grad_cam_module(NnxResidual(w), "conv2", xs.transpose(0, 2, 3, 1), **options)
     assert_arrays_close(nnx_cams, expected.transpose(0, 1, 3, 4, 2), torch.float32)
+
+
+class Mix(torch.nn.Module):
+    """A channel mix written as a matrix product: (O, C) @ (B, C, H, W) -> (B, O, H, W)."""
+
+    def __init__(self, c, o):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(o, c) / c**0.5)
+
+    def forward(self, x):
+        return torch.einsum("oc,bchw->bohw", self.weight, x)
+
+
+class TorchMix(torch.nn.Module):
+    """conv, the mix, then a 1 x 1 gate whose input is also the shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.mix = Mix(4, 5)
+        self.gate = torch.nn.Conv2d(5, 5, 1)
+        self.fc = torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        m = self.mix(torch.relu(self.conv(x)))
+        return self.fc((torch.relu(self.gate(m)) + m).mean((2, 3)))
+
+
+class EqxMatMul(eqx.Module):
+    weight: jax.Array
+
+    def __call__(self, x):  # (C, H, W) -> (O, H, W); vmapped, the batch axis comes second
+        return jnp.tensordot(self.weight, x, axes=1)
+
+
+class EqxMix(eqx.Module):
+    conv: eqx.nn.Conv2d
+    mix: EqxMatMul
+    gate: eqx.nn.Conv2d
+    fc: eqx.nn.Linear
+
+    def __init__(self, w):
+        key = jax.random.PRNGKey(0)
+
+        def conv(name, i, o, size, padding):
+            return eqx.tree_at(
+                lambda c: (c.weight, c.bias),
+                eqx.nn.Conv2d(i, o, size, padding=padding, key=key),
+                (jnp.asarray(w[f"{name}.weight"]), jnp.asarray(w[f"{name}.bias"])[:, None, None]),
+            )
+
+        self.conv, self.gate = conv("conv", 3, 4, 3, 1), conv("gate", 5, 5, 1, 0)
+        self.mix = EqxMatMul(jnp.asarray(w["mix.weight"]))
+        self.fc = eqx.tree_at(
+            lambda f: (f.weight, f.bias),
+            eqx.nn.Linear(5, 3, key=key),
+            (jnp.asarray(w["fc.weight"]), jnp.asarray(w["fc.bias"])),
+        )
+
+    def __call__(self, x):
+        m = self.mix(jax.nn.relu(self.conv(x)))
+        return self.fc((jax.nn.relu(self.gate(m)) + m).mean((1, 2)))
+
+
+@pytest.mark.parametrize("layer, at_input", [("mix", False), ("gate", True)])
+@pytest.mark.parametrize("autodiff", ["forward", "reverse"])
+def test_a_layer_array_whose_batch_axis_is_not_first(layer, at_input, autodiff):
+    """Vmapped per example, ``W @ x`` leaves the batch axis second in the traced model:
+    the gradients are read, and forward mode's tangents laid, with that axis moved."""
+    torch.manual_seed(5)
+    model = TorchMix().eval()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(6))
+    targets = [0, [1, 2, 0], contrast]
+    expected = captum_maps(model, layer, x, targets, attribute_to_layer_input=at_input)
+    jax_targets = [0, jnp.array([1, 2, 0]), lambda out: out[:, 1] - 0.5 * out[:, 2] ** 2]
+    eqx_model, xs = EqxMix(weights(model)), jnp.asarray(x.numpy())
+    forward = _equinox_marked(eqx_model, (layer,), layer, True, at_input, None)
+    assert "batch_axes=(1,)" in str(jax.make_jaxpr(forward)(xs))  # the case this test is for
+    ours = gj.grad_cam_module(
+        eqx_model,
+        layer,
+        xs,
+        targets=jax_targets,
+        attribute_to_layer_input=at_input,
+        autodiff=autodiff,
+    )
+    assert_arrays_close(ours, expected, torch.float32)
 
 
 @pytest.mark.parametrize("layer, at_input", [("norm2", False), ("mlp1", False), ("norm2", True)])
