@@ -246,7 +246,9 @@ def _forward_cams(
         weights = jnp.einsum("kbm,nbm->kn", cots, tangents).reshape(-1, batch, channels)
     else:
         weights = jnp.einsum("kbm,nbm->kbn", cots, tangents)
-    weights = weights / math.prod(channels_first.shape[2:])
+    # in the activation's dtype, as reverse mode's gradients at the layer are (a bfloat16
+    # layer before a float32 head gives float32 output tangents)
+    weights = (weights / math.prod(channels_first.shape[2:])).astype(acts.dtype)
 
     def cam_of(w):  # (B, C) -> one target's map, channels at channel_axis
         w = w.reshape((batch, channels) + trailing)

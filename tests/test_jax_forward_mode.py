@@ -3,6 +3,7 @@ channel, equal to Captum's numbers on the torch twins and to reverse mode, for e
 entry point, target form and option; examples that interact (BatchNorm on the batch's
 statistics) get directions of their own; a model that mixes examples otherwise is caught."""
 
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ from captum.attr import LayerGradCam
 
 import gradcam_func.jax as gj
 from gradcam_func._jax_modules import _equinox_marked
-from conftest import assert_arrays_close, assert_not_zero
+from conftest import TOLERANCES, assert_arrays_close, assert_not_zero
 
 eqx = pytest.importorskip("equinox")
 nnx = pytest.importorskip("flax.nnx")
@@ -424,3 +425,37 @@ def test_chunk_size_reaches_the_map_over_directions(cnn, monkeypatch):
     gj.grad_cam_module(model, "convs.1", xs, targets=[0, 1], chunk_size=2, autodiff="forward")
     gj.grad_cam_module(model, "convs.1", xs, targets=[0, 1], autodiff="forward")
     assert sizes == [(5, 2)]  # the 5 channels' directions, 2 at a time; then one vmap
+
+
+@pytest.mark.parametrize("autodiff", ["forward", "reverse"])
+def test_a_bfloat16_layer_gives_bfloat16_maps_equal_to_the_float32_maps(autodiff):
+    """A Linen model whose convolution runs in bfloat16: the maps stay bfloat16 and equal
+    the float32 model's maps (the same parameters), written out by hand, to bfloat16's
+    precision; an explicit autodiff="forward" is not taken for a model that mixes its
+    examples."""
+    from test_jax import NestedFlaxNet, by_hand
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    variables = NestedFlaxNet().init(jax.random.PRNGKey(1), x)
+    p = variables["params"]
+
+    def trunk(x):  # (B, 4, H, W), float32
+        return jnp.moveaxis(fnn.Conv(4, (3, 3)).apply({"params": p["block"]["conv"]}, x), -1, 1)
+
+    def head(a):
+        h = jnp.tanh(jnp.moveaxis(a, 1, -1) * 2.0).mean((1, 2))
+        return fnn.Dense(3).apply({"params": p["fc"]}, h)
+
+    expected = np.stack([by_hand(trunk, head, x, lambda o, k=k: o[:, k]) for k in range(3)])
+    model = NestedFlaxNet(dtype=jnp.bfloat16)
+    cams = gj.grad_cam_flax(model, variables, x, "block.conv", targets=[0, 1, 2], autodiff=autodiff)
+    assert cams.dtype == jnp.bfloat16
+    scale = float(np.abs(expected).max())
+    assert scale > 1e-3
+    tolerance = TOLERANCES[torch.bfloat16]
+    np.testing.assert_allclose(
+        np.moveaxis(np.asarray(cams, np.float32), -1, 2),
+        expected,
+        rtol=tolerance["rtol"],
+        atol=tolerance["atol"] * scale,  # bfloat16's 8 bits, relative to the maps' scale
+    )
