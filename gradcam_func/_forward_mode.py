@@ -158,7 +158,10 @@ def forward_cams(
     """
     batch, channels, *space = acts.shape
     positions = math.prod(space)
-    flat = acts.reshape(batch, channels, positions)
+    # summed in at least float32 (hundreds of chunks of bfloat16 sums would compound
+    # their rounding), returned in the activation's dtype, as reverse mode's maps are
+    summed = torch.promote_types(acts.dtype, torch.float32)
+    flat = acts.reshape(batch, channels, positions).to(summed)
     per_channel = method != "hirescam"
     # a direction's shape: what it varies over, broadcast to the activation at the layer
     if per_channel:
@@ -190,6 +193,7 @@ def forward_cams(
         jacobian = _jacobian(target_scores, callable_rows, first, read_at)  # (n, K, B)
         # in train mode a row (example, unit) is the derivative of sum_b s_b, as in
         # reverse mode; it belongs to its example alone
+        jacobian = jacobian.to(summed)  # a float32 head after a bfloat16 layer, or the reverse
         return jacobian.sum(-1).T if coupled else jacobian.permute(1, 2, 0)
 
     def scale(a):  # (B, n): what a channel's derivative is divided by to give its weight
@@ -221,5 +225,5 @@ def forward_cams(
             maps = jacobian[:, :, None, :]  # (K, B, 1, P)
         else:
             maps = jacobian.reshape(k, batch, channels, positions)
-    maps = maps.reshape(maps.shape[0], batch, maps.shape[2], *space)
+    maps = maps.reshape(maps.shape[0], batch, maps.shape[2], *space).to(acts.dtype)
     return _relu(maps) if relu else maps

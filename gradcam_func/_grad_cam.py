@@ -238,8 +238,10 @@ def forward_mode(
         chunk_size=chunk_size,
     )
     if checked:
-        scale = reverse.abs().max().clamp_min(1e-30)
-        if not torch.allclose(cams[0], reverse, rtol=1e-3, atol=1e-4 * float(scale)):
+        first, reverse = cams[0].float(), reverse.float()
+        scale = float(reverse.abs().max().clamp_min(1e-30))
+        tolerance = max(1e-3, 8 * torch.finfo(cams.dtype).eps)  # bfloat16: 0.06
+        if not torch.allclose(first, reverse, rtol=tolerance, atol=0.1 * tolerance * scale):
             if autodiff == "forward":
                 raise GradCamError(
                     f"{call}(..., autodiff='forward'): the model mixes the examples of the "

@@ -399,3 +399,65 @@ def test_forward_mode_refuses_what_it_cannot_serve_and_says_why():
     assert_matches(
         both_layers[1], gf.cam(case.model, "conv2", x, targets=[0, 1], autodiff="reverse")
     )
+
+
+class HalfLayer(nn.Module):
+    """A bfloat16 convolution before a float32 head: the output's tangents are float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1).to(torch.bfloat16)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x.to(torch.bfloat16))).float().mean((2, 3)))
+
+
+def maps_by_hand(model, layer_name, x, score, method):
+    """Grad-CAM, XGradCAM or HiResCAM (B, 1, H, W) from torch.autograd.grad at the layer,
+    written out apart from the library (the papers' definitions)."""
+    captured = []
+    handle = model.get_submodule(layer_name).register_forward_hook(
+        lambda module, inputs, out: captured.append(out)
+    )
+    try:
+        output = model(x)
+    finally:
+        handle.remove()
+    (grads,) = torch.autograd.grad(score(output).sum(), captured[0])
+    acts = captured[0].detach()
+    if method == "gradcam":
+        weights = grads.mean((2, 3), keepdim=True)
+    elif method == "xgradcam":
+        weights = (grads * acts).sum((2, 3), keepdim=True) / (acts.sum((2, 3), keepdim=True) + 1e-7)
+    else:  # hirescam: the gradient itself, position by position
+        weights = grads
+    return (weights * acts).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("method", FORWARD)
+@pytest.mark.parametrize("whole", [True, False], ids=["bfloat16 model", "bfloat16 layer"])
+def test_a_bfloat16_layer_gives_the_bfloat16_maps_of_autograd(method, whole):
+    """Forward mode in bfloat16, a whole model or one layer before a float32 head: the
+    maps keep the layer's dtype, are not taken for a model that mixes its examples, and
+    equal the maps written out by hand from autograd on the same model, to bfloat16's
+    precision. (Against float32 both modes differ by up to 4% of the maps' scale here,
+    where the channels' terms cancel: bfloat16's arithmetic, not either mode's.)"""
+    torch.manual_seed(0)
+    if whole:
+        case = ZOO["plain_cnn"](torch.bfloat16)
+        model, layer, x = case.model, case.layer, case.inputs[0]
+    else:
+        model, x = HalfLayer(), torch.randn(3, 3, 8, 8)
+        layer = model.conv
+    layer_name = next(name for name, m in model.named_modules() if m is layer)
+    scores = [lambda out: out[:, 0], lambda out: out[:, 2] - out[:, 0]]
+    forward = gf.cam(model, layer, x, method=method, targets=scores, autodiff="forward")
+    assert forward.dtype == torch.bfloat16
+    expected = torch.stack(
+        [maps_by_hand(model, layer_name, x, score, method) for score in scores]
+    ).float()
+    scale = expected.abs().max()
+    assert scale > 1e-3
+    # bfloat16's 8 bits, relative to the maps' scale
+    torch.testing.assert_close(forward.float(), expected, rtol=2e-2, atol=2e-2 * scale)
