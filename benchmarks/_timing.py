@@ -39,12 +39,23 @@ def median_seconds(fn, min_run_time=1.0):
 def once_seconds(fn, warmups=2):
     """Wall time of one call of ``fn()``, for runs too slow to repeat, after ``warmups``
     untimed calls (two by default, as torch's ``Timer.timeit`` makes)."""
-    run = _whole(fn)
     for _ in range(warmups):
+        _whole(fn)()
+    return sample_seconds(fn, min_seconds=0)
+
+
+def sample_seconds(fn, min_seconds=1.0):
+    """Mean wall time of one call of ``fn()`` over as many calls, no warm-up, as fill
+    ``min_seconds`` (at least one): one call of a slow function, several of a fast one,
+    whose single calls vary more than the differences being read."""
+    run = _whole(fn)
+    calls, start = 0, time.perf_counter()
+    while True:
         run()
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
 
 
 def _status_bytes(field):

@@ -2,15 +2,21 @@
 
     python benchmarks/forward_mode.py [--models resnet18 resnet50] [--layers layer3 layer4]
                                       [--ks 10 100 1000] [--methods gradcam xgradcam hirescam]
-                                      [--repeats 1] [--device cpu] [--estimate-above 100]
+                                      [--repeats 1] [--modes forward reverse]
+                                      [--min-sample-seconds 1] [--device cpu]
+                                      [--estimate-above 100]
                                       [--memory] [--memory-chunks auto 10]
                                       [--memory-methods gradcam] [--memory-reverse-ks 100]
                                       [--memory-repeats 3] [--memory-only]
+                                      [--memory-held-only]
 
 Batch 8, 224 x 224, random weights, the K first classes. Every mode computes the same
 maps (checked on the timed runs' results; the shape probe runs before any timing).
-Times are medians of ``--repeats`` interleaved single calls (no warm-up calls: each
-takes seconds).
+Times are medians of ``--repeats`` interleaved samples, each repeat starting one mode
+later than the last; a sample is the mean of as many calls as fill
+``--min-sample-seconds`` (one call of anything slower; no warm-up calls).
+``--modes reverse`` leaves forced forward mode out (for rows where it is known to be
+far slower); "auto / best mode" then compares with reverse mode.
 Where K exceeds ``--estimate-above`` for a model larger than ResNet-18, reverse mode
 and the loop (both linear in K) are estimated from their time at the largest K below
 it, marked "est."; forward mode and "auto" are always run.
@@ -24,7 +30,8 @@ kernels it runs for the first time; the last column measures that first call ins
 With glibc's mmap threshold fixed at 128 KiB freed tensors go back to the system at
 once, so the figure is what the call holds at its peak (median of ``--memory-repeats``
 processes, with their smallest and largest); without it, what a long-running process may
-see (malloc keeps freed blocks).
+see (malloc keeps freed blocks). ``--memory-held-only`` measures the threshold-fixed
+median alone, a third fewer calls. "s (one call)" is the first repeat's call.
 """
 
 import argparse
@@ -34,7 +41,7 @@ import sys
 import torch
 
 import gradcam_func as gf
-from _timing import once_seconds, peak_memory_and_seconds, report_peak, synchronize
+from _timing import peak_memory_and_seconds, report_peak, sample_seconds, synchronize
 from resnet import resnet18, resnet50
 
 MODELS = {"resnet18": resnet18, "resnet50": resnet50}
@@ -103,6 +110,19 @@ def main():
     parser.add_argument("--ks", nargs="+", type=int, default=[10, 100, 1000])
     parser.add_argument("--methods", nargs="+", default=["gradcam", "xgradcam", "hirescam"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["forward", "reverse"],
+        choices=["forward", "reverse"],
+        help="the forced modes timed beside auto and the loop (reverse always runs)",
+    )
+    parser.add_argument(
+        "--min-sample-seconds",
+        type=float,
+        default=1.0,
+        help="each sample is the mean of as many calls as fill this (a slower call once)",
+    )
     parser.add_argument("--estimate-above", type=int, default=100)
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="the memory table alone")
@@ -113,6 +133,11 @@ def main():
     parser.add_argument("--memory-methods", nargs="+", default=["gradcam"])
     parser.add_argument("--memory-reverse-ks", nargs="+", type=int, default=[100])
     parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument(
+        "--memory-held-only",
+        action="store_true",
+        help="only the median with the mmap threshold fixed (no 'peak GiB', no first call)",
+    )
     parser.add_argument("--peak-of", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_of:
@@ -141,30 +166,32 @@ def times_table(args):
                 per_target = {}
                 for k in args.ks:
                     estimate = model_name != "resnet18" and k > args.estimate_above
-                    fns = {
-                        "forward": mode(model, layer, x, k, method, "forward"),
-                        "auto": mode(model, layer, x, k, method, "auto"),
-                    }
+                    fns = {"auto": mode(model, layer, x, k, method, "auto")}
+                    if "forward" in args.modes:
+                        fns["forward"] = mode(model, layer, x, k, method, "forward")
                     if not estimate:
                         fns["reverse"] = mode(model, layer, x, k, method, "reverse")
                         fns["loop"] = loop(model, layer, x, k, method)
                     times = {name: [] for name in fns}
                     results = {}
-                    for _ in range(args.repeats):
-                        for name, fn in fns.items():
+                    names = list(fns)
+                    for repeat in range(args.repeats):
+                        # each repeat starts one mode later: no mode always follows another
+                        shift = repeat % len(names)
+                        for name in names[shift:] + names[:shift]:
                             times[name].append(
-                                once_seconds(
-                                    lambda name=name, fn=fn, results=results: (
+                                sample_seconds(
+                                    lambda name=name, fn=fns[name], results=results: (
                                         results.__setitem__(name, fn()),
                                         synchronize(args.device),
                                     ),
-                                    warmups=0,  # the shape probe ran; repeats interleave
+                                    min_seconds=args.min_sample_seconds,
                                 )
                             )
-                    # every mode's maps equal the first's (the last run's results)
-                    for name in list(fns)[1:]:
+                    # every mode's maps equal "auto"'s (the last run's results)
+                    for name in names[1:]:
                         torch.testing.assert_close(
-                            results[name], results["forward"], rtol=1e-3, atol=1e-5
+                            results[name], results["auto"], rtol=1e-3, atol=1e-5
                         )
                     median = {name: statistics.median(v) for name, v in times.items()}
                     note = {}
@@ -176,14 +203,14 @@ def times_table(args):
                         else:
                             note[name] = ""
                     per_target[k] = median
-                    # the mode "auto" took, read off its time: the nearer of the two
-                    picks = min(
-                        ("forward", "reverse"), key=lambda m: abs(median["auto"] - median[m])
-                    )
-                    best = min(median["forward"], median["reverse"])
+                    # the mode "auto" took, read off its time: the nearer of the two run
+                    ran = [m for m in ("forward", "reverse") if m in median]
+                    picks = min(ran, key=lambda m: abs(median["auto"] - median[m]))
+                    best = min(median[m] for m in ran)
+                    forward = f"{median['forward']:.2f}" if "forward" in median else "-"
                     print(
                         f"| {model_name} | {layer} | {method} | {k} | "
-                        f"{median['forward']:.2f} | {median['reverse']:.2f}{note['reverse']} "
+                        f"{forward} | {median['reverse']:.2f}{note['reverse']} "
                         f"| {median['auto']:.2f} ({picks}) | {median['loop']:.2f}"
                         f"{note['loop']} | {median['loop'] / median['auto']:.2f} | "
                         f"{median['auto'] / best:.2f} |",
@@ -214,18 +241,20 @@ def memory_table(args):
                             __file__, *row, first, mmap_threshold=threshold
                         )
 
-                    default, seconds = peak("repeat", None)
-                    repeats = [
-                        peak("repeat", MMAP_THRESHOLD)[0] for _ in range(args.memory_repeats)
-                    ]
+                    measured = [peak("repeat", MMAP_THRESHOLD) for _ in range(args.memory_repeats)]
+                    repeats = [peak_bytes for peak_bytes, _ in measured]
                     held = statistics.median(repeats)
-                    cold = peak("first", MMAP_THRESHOLD)[0]
+                    seconds = measured[0][1]
+                    default = cold = "-"
+                    if not args.memory_held_only:
+                        default = f"{peak('repeat', None)[0] / GIB:.2f}"
+                        cold = f"{peak('first', MMAP_THRESHOLD)[0] / GIB:.3f}"
                     baseline = baseline or held
                     print(
                         f"| {model_name} | {layer} | {method} | {k} | {autodiff} | {chunk} "
-                        f"| {seconds:.2f} | {default / GIB:.2f} | {held / GIB:.3f} | "
+                        f"| {seconds:.2f} | {default} | {held / GIB:.3f} | "
                         f"{min(repeats) / GIB:.3f}-{max(repeats) / GIB:.3f} | "
-                        f"{held / baseline:.2f} | {cold / GIB:.3f} |",
+                        f"{held / baseline:.2f} | {cold} |",
                         flush=True,
                     )
 
