@@ -48,6 +48,22 @@ FORWARD_METHODS = ("gradcam", "xgradcam", "hirescam")
 JVP_PER_VJP = 0.75
 
 
+def check_tolerance(eps):
+    """rtol of forward mode's check of its first map against reverse mode's, for a map
+    dtype whose machine epsilon is ``eps``: 1e-3, or 8 eps for a coarser dtype
+    (bfloat16: 0.06); atol is a tenth of it times the reverse map's largest magnitude."""
+    return max(1e-3, 8 * eps)
+
+
+def mixes_examples(call):
+    """The GradCamError for ``autodiff='forward'`` when that check fails."""
+    return GradCamError(
+        f"{call}(..., autodiff='forward'): the model mixes the examples of the batch (the "
+        "first target's map differs from reverse mode's), so one direction per channel "
+        "cannot serve every example. Use autodiff='reverse'."
+    )
+
+
 def directions_needed(method, shape, sum_channels, coupled):
     """How many jvps ``method`` needs for a layer of ``shape`` (B, C, *S)."""
     batch, channels, positions = shape[0], shape[1], math.prod(shape[2:])

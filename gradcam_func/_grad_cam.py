@@ -164,10 +164,12 @@ def forward_mode(
     forward_seconds: what the call's forward took, for "auto"'s estimate."""
     from ._forward_mode import (
         _coupled,
+        check_tolerance,
         choose_mode,
         directions_needed,
         forward_cams,
         forward_is_cheaper,
+        mixes_examples,
     )
     from ._scores import TargetScores
     from .methods import METHODS
@@ -240,15 +242,10 @@ def forward_mode(
     if checked:
         first, reverse = cams[0].float(), reverse.float()
         scale = float(reverse.abs().max().clamp_min(1e-30))
-        tolerance = max(1e-3, 8 * torch.finfo(cams.dtype).eps)  # bfloat16: 0.06
+        tolerance = check_tolerance(torch.finfo(cams.dtype).eps)
         if not torch.allclose(first, reverse, rtol=tolerance, atol=0.1 * tolerance * scale):
             if autodiff == "forward":
-                raise GradCamError(
-                    f"{call}(..., autodiff='forward'): the model mixes the examples of the "
-                    "batch (the first target's map differs from reverse mode's), so one "
-                    "direction per channel cannot serve every example. Use "
-                    "autodiff='reverse'."
-                )
+                raise mixes_examples(call)
             return None
     result = cams if scores.stacked else cams[0]
     return result if scores.classes is None else (result, scores.classes)

@@ -30,6 +30,7 @@ import torch
 
 from . import ops
 from ._checks import GradCamError
+from ._forward_mode import check_tolerance, mixes_examples
 from ._jax_modules import examples_interact, model_kind, module_layer_vjp, module_split
 from ._targets import TopK, check_index, top_k
 
@@ -191,16 +192,11 @@ def _explain(
         if not (coupled or traced):  # examples assumed independent: checked on the first
             reverse = np.asarray(cams_of(cotangents[0]), np.float32)
             scale = max(float(np.abs(reverse).max()), 1e-30)
-            tolerance = max(1e-3, 8 * float(jnp.finfo(acts.dtype).eps))  # bfloat16: 0.06
+            tolerance = check_tolerance(float(jnp.finfo(acts.dtype).eps))
             first = np.asarray(cams[0], np.float32)
             if not np.allclose(first, reverse, rtol=tolerance, atol=0.1 * tolerance * scale):
                 if autodiff == "forward":
-                    raise GradCamError(
-                        f"{call}(..., autodiff='forward'): the model mixes the examples of "
-                        "the batch (the first target's map differs from reverse mode's), so "
-                        "one direction per channel cannot serve every example. Use "
-                        "autodiff='reverse'."
-                    )
+                    raise mixes_examples(call)
                 cams = None
     if cams is None:
         if targets is None:
