@@ -210,21 +210,28 @@ class NestedFlaxNet(fnn.Module):
         return fnn.Dense(3, name="fc")(jnp.tanh(h).mean((1, 2)))
 
 
+def nested_split(params):
+    """NestedFlaxNet split by hand at "block.conv", float32: trunk (B, H, W, 3) ->
+    (B, 4, H, W) channels first; head -> (B, 3)."""
+
+    def trunk(x):
+        conv = fnn.Conv(4, (3, 3)).apply({"params": params["block"]["conv"]}, x)
+        return jnp.moveaxis(conv, -1, 1)
+
+    def head(a):
+        h = jnp.tanh(jnp.moveaxis(a, 1, -1) * 2.0).mean((1, 2))
+        return fnn.Dense(3).apply({"params": params["fc"]}, h)
+
+    return trunk, head
+
+
 def test_flax_submodule_by_dotted_path_in_a_model_with_keyword_arguments():
     """A submodule inside a submodule ("block.conv"), in a model that calls a submodule with
     a keyword argument (the interception passes it on), against jax.grad by hand."""
     model = NestedFlaxNet()
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
     variables = model.init(jax.random.PRNGKey(1), x)
-    p = variables["params"]
-
-    def trunk(x):
-        return jnp.moveaxis(fnn.Conv(4, (3, 3)).apply({"params": p["block"]["conv"]}, x), -1, 1)
-
-    def head(a):
-        h = jnp.tanh(jnp.moveaxis(a, 1, -1) * 2.0).mean((1, 2))
-        return fnn.Dense(3).apply({"params": p["fc"]}, h)
-
+    trunk, head = nested_split(variables["params"])
     ours = gj.grad_cam_flax(model, variables, x, "block.conv", 1)
     expected = by_hand(trunk, head, x, lambda o: o[:, 1])
     assert float(jnp.abs(expected).max()) > 1e-4

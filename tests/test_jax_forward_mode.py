@@ -3,7 +3,6 @@ channel, equal to Captum's numbers on the torch twins and to reverse mode, for e
 entry point, target form and option; examples that interact (BatchNorm on the batch's
 statistics) get directions of their own; a model that mixes examples otherwise is caught."""
 
-import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -433,19 +432,11 @@ def test_a_bfloat16_layer_gives_bfloat16_maps_equal_to_the_float32_maps(autodiff
     the float32 model's maps (the same parameters), written out by hand, to bfloat16's
     precision; an explicit autodiff="forward" is not taken for a model that mixes its
     examples."""
-    from test_jax import NestedFlaxNet, by_hand
+    from test_jax import NestedFlaxNet, by_hand, nested_split
 
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
     variables = NestedFlaxNet().init(jax.random.PRNGKey(1), x)
-    p = variables["params"]
-
-    def trunk(x):  # (B, 4, H, W), float32
-        return jnp.moveaxis(fnn.Conv(4, (3, 3)).apply({"params": p["block"]["conv"]}, x), -1, 1)
-
-    def head(a):
-        h = jnp.tanh(jnp.moveaxis(a, 1, -1) * 2.0).mean((1, 2))
-        return fnn.Dense(3).apply({"params": p["fc"]}, h)
-
+    trunk, head = nested_split(variables["params"])
     expected = np.stack([by_hand(trunk, head, x, lambda o, k=k: o[:, k]) for k in range(3)])
     model = NestedFlaxNet(dtype=jnp.bfloat16)
     cams = gj.grad_cam_flax(model, variables, x, "block.conv", targets=[0, 1, 2], autodiff=autodiff)
