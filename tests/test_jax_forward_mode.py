@@ -16,6 +16,7 @@ from conftest import TOLERANCES, assert_arrays_close, assert_not_zero
 
 eqx = pytest.importorskip("equinox")
 nnx = pytest.importorskip("flax.nnx")
+fnn = pytest.importorskip("flax.linen")
 
 from test_jax_modules import (  # noqa: E402  (after the optional imports they need)
     Batched,
@@ -449,4 +450,56 @@ def test_a_bfloat16_layer_gives_bfloat16_maps_equal_to_the_float32_maps(autodiff
         expected,
         rtol=tolerance["rtol"],
         atol=tolerance["atol"] * scale,  # bfloat16's 8 bits, relative to the maps' scale
+    )
+
+
+class WholeBfloat16Net(fnn.Module):
+    """Every layer computes and keeps its parameters in bfloat16."""
+
+    @fnn.compact
+    def __call__(self, x):
+        bf16 = dict(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+        h = fnn.Conv(16, (3, 3), name="conv", **bf16)(x)
+        h = fnn.Conv(16, (3, 3), name="conv2", **bf16)(jnp.tanh(h))
+        return fnn.Dense(40, name="fc", **bf16)(jnp.tanh(h).mean((1, 2)))
+
+
+def test_a_whole_bfloat16_model_is_not_taken_for_one_that_mixes_examples():
+    """Forward and reverse mode round differently in bfloat16 (their first maps differ by
+    0.3-0.7% of the scale here): the check against reverse mode must allow for the
+    dtype's precision (8 eps), or autodiff="forward" refuses a model whose examples are
+    independent. The maps equal Grad-CAM from jax.grad by hand in bfloat16."""
+    from test_jax import by_hand
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3)).astype(jnp.bfloat16)
+    params = WholeBfloat16Net().init(jax.random.PRNGKey(1), x)["params"]
+
+    bf16 = dict(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+
+    def trunk(x):  # (B, H, W, 3) -> (B, 16, H, W)
+        conv = fnn.Conv(16, (3, 3), **bf16).apply({"params": params["conv"]}, x)
+        return jnp.moveaxis(conv, -1, 1)
+
+    def head(a):  # -> (B, 40)
+        h = fnn.Conv(16, (3, 3), **bf16).apply(
+            {"params": params["conv2"]}, jnp.tanh(jnp.moveaxis(a, 1, -1))
+        )
+        return fnn.Dense(40, **bf16).apply({"params": params["fc"]}, jnp.tanh(h).mean((1, 2)))
+
+    targets = list(range(40))
+    cams = gj.grad_cam_flax(
+        WholeBfloat16Net(), {"params": params}, x, "conv", targets=targets, autodiff="forward"
+    )
+    assert cams.dtype == jnp.bfloat16
+    expected = np.stack(
+        [np.asarray(by_hand(trunk, head, x, lambda o, k=k: o[:, k]), np.float32) for k in targets]
+    )
+    scale = float(np.abs(expected).max())
+    assert scale > 1e-3
+    tolerance = TOLERANCES[torch.bfloat16]
+    np.testing.assert_allclose(
+        np.moveaxis(np.asarray(cams, np.float32), -1, 2),
+        expected,
+        rtol=tolerance["rtol"],
+        atol=tolerance["atol"] * scale,
     )
