@@ -170,8 +170,31 @@ def test_targets_not_a_sequence(net, x):
 
 
 def test_bad_target_inside_targets_names_its_position(net, x):
-    with pytest.raises(GradCamError, match=r"targets\[1\]=9\): index 9 is out of range"):
+    with pytest.raises(
+        GradCamError, match=r"^grad_cam\(\.\.\., targets\[1\]=9\): index 9 is out of"
+    ):
         gf.grad_cam(net, "0", x, targets=[0, 9])
+    # guided backprop reaches the K targets' cotangents without grad_cam's checks first
+    with pytest.raises(
+        GradCamError, match=r"^guided_backprop\(\.\.\., targets\[1\]=9\): index 9 is out of"
+    ):
+        gf.guided_backprop(net, x, targets=[0, 9])
+
+
+def test_targets_all_needs_class_scores_from_each_entry_point(x):
+    """targets='all' on an output that is not (B, N) is refused by the call that got it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())  # (B, 4, 6, 6) output
+    for call, explain in [
+        ("grad_cam", lambda: gf.grad_cam(net, "0", x, targets="all")),
+        ("guided_backprop", lambda: gf.guided_backprop(net, x, targets="all")),
+    ]:
+        with pytest.raises(
+            GradCamError,
+            match=rf"^{call}\(\.\.\., targets='all'\): needs class scores \(B, N\), got an "
+            r"output of shape \(2, 4, 6, 6\)\.",
+        ):
+            explain()
 
 
 def test_target_none_needs_one_score_per_example(net, x):
