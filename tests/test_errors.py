@@ -251,7 +251,8 @@ def test_index_target_on_a_structured_output_shows_the_callable(net, x):
         match=r"target=1\): an index target needs a model that "
         r"returns a Tensor of scores, but this model returns dict, whose "
         r"Tensors are: out\['logits'\] \(2, 5\) torch.float32\. Pass a "
-        r"callable target.*target=lambda out: out\['logits'\]\[:, k\], or wrap",
+        r"callable target.*target=lambda out: out\['logits'\]\[:, k\], or wrap the model to "
+        r"return the Tensor to explain\.$",
     ):
         gf.grad_cam(lambda x: {"logits": net(x)}, net[0], x, 1)
 

@@ -545,3 +545,26 @@ def test_a_layer_that_returns_a_number_beside_its_map(method):
         gf.cam(tagged, "tagged", x, 1, method=method, batch_size=4),
         gf.cam(model, "layer", x, 1, method=method, batch_size=4),
     )
+
+
+class NoTensorOut(Net):
+    """Returns how many examples it ran, beside no Tensor at all."""
+
+    def forward(self, x):
+        super().forward(x)
+        return {"examples": len(x)}
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_an_index_target_on_an_output_without_tensors_shows_a_placeholder_path(method):
+    """Gradient-free methods need no floating-point output to differentiate, so an output
+    with no Tensor at all reaches the target check: the message lists no Tensors and
+    shows the callable target with a placeholder path."""
+    x = setup()[1]
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^cam\(\.\.\., target=1\): an index target needs a model that returns a Tensor "
+        r"of scores, but this model returns dict, whose Tensors are: none\. Pass a callable "
+        r"target that picks the scores, e\.g\. target=lambda out: out\.logits\[:, k\], or wrap",
+    ):
+        gf.cam(NoTensorOut().double().eval(), "layer", x, 1, method=method)
