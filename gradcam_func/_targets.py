@@ -222,7 +222,7 @@ def _callable_cotangents(output, target, batch, call, argument):
     return vjp_fn(torch.ones_like(score))
 
 
-def cotangent(output, target, batch, call="grad_cam", argument="target"):
+def cotangent(output, target, batch, call, argument="target"):
     """One cotangent per floating Tensor of ``output``, selecting ``target``'s scores.
 
     batch: the number of examples B (dim 0 of the inputs).
@@ -280,7 +280,7 @@ def cotangent(output, target, batch, call="grad_cam", argument="target"):
     )
 
 
-def cotangents(output, targets, batch, call="grad_cam"):
+def cotangents(output, targets, batch, call):
     """A tuple of (K, *tensor.shape) stacks: each target's cotangents, stacked."""
     targets = every_class(targets, output, call)
     if isinstance(targets, (torch.Tensor, str)) or not hasattr(targets, "__len__"):
