@@ -60,7 +60,7 @@ def layer_vjp(
     return output, acts, lambda cotangent: vjp_fn(cotangent)[0]
 
 
-def cotangent(output, target, argument="target", call="grad_cam"):
+def cotangent(output, target, argument, call):
     """The cotangent (shaped like ``output``) selecting ``target``'s score per example.
 
     target: None (one score per example), an int, a tuple of ints, an integer array of
@@ -167,7 +167,7 @@ def _explain(
 
     classes = None
     if targets is None:
-        cotangents = cotangent(output, target, call=call)[None]
+        cotangents = cotangent(output, target, "target", call)[None]
     else:
         if isinstance(targets, TopK):
             targets.check(output, call)
