@@ -222,7 +222,7 @@ def _callable_cotangents(output, target, batch, call, argument):
     return vjp_fn(torch.ones_like(score))
 
 
-def cotangent(output, target, batch, call, argument="target"):
+def cotangent(output, target, batch, call="grad_cam", argument="target"):
     """One cotangent per floating Tensor of ``output``, selecting ``target``'s scores.
 
     batch: the number of examples B (dim 0 of the inputs).

@@ -32,7 +32,7 @@ def by_hand(
     chosen = [target] if targets is None else targets
     cams = []
     for t in chosen:
-        (cot,) = gf._targets.cotangent(output, t, output.shape[0], "grad_cam")
+        (cot,) = gf._targets.cotangent(output, t, output.shape[0])
         grads = pullback(cot)
         weights = weigh(grads) if weigh else grads.mean((2, 3), keepdim=True)
         cam = weights * acts
