@@ -167,6 +167,9 @@ def test_targets_not_a_sequence(net, x):
         gf.grad_cam(net, "0", x, targets=3)
     with pytest.raises(GradCamError, match=r"targets=\[\]\): expected at least one"):
         gf.grad_cam(net, "0", x, targets=[])
+    # only the string 'all' means every class
+    with pytest.raises(GradCamError, match=r"top_k\(k\) or 'all'; got str 'All'\.$"):
+        gf.grad_cam(net, "0", x, targets="All")
 
 
 def test_bad_target_inside_targets_names_its_position(net, x):
