@@ -260,6 +260,16 @@ def test_index_target_on_a_structured_output_shows_the_callable(net, x):
         gf.grad_cam(lambda x: {"logits": net(x)}, net[0], x, 1)
 
 
+def test_targets_all_on_a_structured_output_shows_the_callables(net, x):
+    with pytest.raises(
+        GradCamError,
+        match=r"^grad_cam\(\.\.\., targets='all'\): an index target needs a model that returns a "
+        r"Tensor of scores, but this model returns dict, .* e\.g\. targets=\[lambda out, k=k: "
+        r"out\['logits'\]\[:, k\] for k in range\(n\)\], or wrap",
+    ):
+        gf.grad_cam(lambda x: {"logits": net(x)}, net[0], x, targets="all")
+
+
 def test_layer_vjp_names_itself(net, x):
     with pytest.raises(GradCamError, match=r"^layer_vjp\(\.\.\., layer='nope'\)"):
         gf.layer_vjp(net, "nope", x)

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from torch import nn
 
 import gradcam_func as gf
-from conftest import assert_close
+from conftest import assert_close, assert_not_zero
 from test_layer_vjp import counted_model
 from zoo import ZOO
 
@@ -151,3 +151,17 @@ def test_top_k_rejects_bad_k_and_outputs():
         gf.grad_cam(
             case.model, case.layer, case.inputs[0], targets=gf.top_k(2, scores=lambda out: "x")
         )
+
+
+@pytest.mark.parametrize("autodiff", ["reverse", "auto"])
+def test_targets_all_is_every_class_in_order_against_captum(autodiff):
+    """targets='all' on a (B, N) output: one map per class 0..N-1, each Captum's."""
+    case = ZOO["residual"](torch.float64)
+    x = case.inputs[0]
+    cams = gf.grad_cam(case.model, case.layer, x, targets="all", autodiff=autodiff)
+    classes = case.model(x).shape[1]
+    assert cams.shape[0] == classes
+    for k in range(classes):
+        expected = LayerGradCam(case.model, case.layer).attribute(x, k).detach()
+        assert_not_zero(expected)
+        assert_close(cams[k], expected)
