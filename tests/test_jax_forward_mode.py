@@ -427,6 +427,21 @@ def test_chunk_size_reaches_the_map_over_directions(cnn, monkeypatch):
     assert sizes == [(5, 2)]  # the 5 channels' directions, 2 at a time; then one vmap
 
 
+def assert_bfloat16_maps_close(cams, expected):
+    """bfloat16 maps (K, B, H, W, 1), channels last, against float32 maps (K, B, 1, H, W)
+    to bfloat16's 8 bits, relative to the maps' scale (which must not be ~0)."""
+    assert cams.dtype == jnp.bfloat16
+    scale = float(np.abs(expected).max())
+    assert scale > 1e-3
+    tolerance = TOLERANCES[torch.bfloat16]
+    np.testing.assert_allclose(
+        np.moveaxis(np.asarray(cams, np.float32), -1, 2),
+        expected,
+        rtol=tolerance["rtol"],
+        atol=tolerance["atol"] * scale,
+    )
+
+
 @pytest.mark.parametrize("autodiff", ["forward", "reverse"])
 def test_a_bfloat16_layer_gives_bfloat16_maps_equal_to_the_float32_maps(autodiff):
     """A Linen model whose convolution runs in bfloat16: the maps stay bfloat16 and equal
@@ -441,16 +456,7 @@ def test_a_bfloat16_layer_gives_bfloat16_maps_equal_to_the_float32_maps(autodiff
     expected = np.stack([by_hand(trunk, head, x, lambda o, k=k: o[:, k]) for k in range(3)])
     model = NestedFlaxNet(dtype=jnp.bfloat16)
     cams = gj.grad_cam_flax(model, variables, x, "block.conv", targets=[0, 1, 2], autodiff=autodiff)
-    assert cams.dtype == jnp.bfloat16
-    scale = float(np.abs(expected).max())
-    assert scale > 1e-3
-    tolerance = TOLERANCES[torch.bfloat16]
-    np.testing.assert_allclose(
-        np.moveaxis(np.asarray(cams, np.float32), -1, 2),
-        expected,
-        rtol=tolerance["rtol"],
-        atol=tolerance["atol"] * scale,  # bfloat16's 8 bits, relative to the maps' scale
-    )
+    assert_bfloat16_maps_close(cams, expected)
 
 
 class WholeBfloat16Net(fnn.Module):
@@ -490,16 +496,7 @@ def test_a_whole_bfloat16_model_is_not_taken_for_one_that_mixes_examples():
     cams = gj.grad_cam_flax(
         WholeBfloat16Net(), {"params": params}, x, "conv", targets=targets, autodiff="forward"
     )
-    assert cams.dtype == jnp.bfloat16
     expected = np.stack(
         [np.asarray(by_hand(trunk, head, x, lambda o, k=k: o[:, k]), np.float32) for k in targets]
     )
-    scale = float(np.abs(expected).max())
-    assert scale > 1e-3
-    tolerance = TOLERANCES[torch.bfloat16]
-    np.testing.assert_allclose(
-        np.moveaxis(np.asarray(cams, np.float32), -1, 2),
-        expected,
-        rtol=tolerance["rtol"],
-        atol=tolerance["atol"] * scale,
-    )
+    assert_bfloat16_maps_close(cams, expected)
