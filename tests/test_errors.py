@@ -1,5 +1,7 @@
 """Bad input raises GradCamError naming the argument, what was expected and what was given."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -121,6 +123,84 @@ def test_target_out_of_range_or_of_the_wrong_length(net, x, target, fragment):
         gf.grad_cam(net, "0", x, target)
 
 
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ((True,), "grad_cam(..., target=...): index entries must be ints, got bool True."),
+        ((1.5,), "grad_cam(..., target=...): index entries must be ints, got float 1.5."),
+        ([0, (1.0,)], "grad_cam(..., target[1]=...): index entries must be ints, got float 1.0."),
+    ],
+)
+def test_index_entries_must_be_ints(net, x, target, message):
+    with pytest.raises(GradCamError, match="^" + re.escape(message) + "$"):
+        gf.grad_cam(net, "0", x, target)
+
+
+@pytest.fixture
+def grid_net(net):
+    """Scores of shape (B, 4, 6): one per channel and column."""
+    return nn.Sequential(net[0], nn.ReLU(), nn.AdaptiveAvgPool2d((1, 6)), nn.Flatten(2))
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (
+            (0, 6),
+            "guided_backprop(..., target=(0, 6)): index 6 is out of range for axis 2 of the "
+            "model's output, which has shape (2, 4, 6).",
+        ),
+        (
+            (4,),
+            "guided_backprop(..., target=4): index 4 is out of range for axis 1 of the "
+            "model's output, which has shape (2, 4, 6).",
+        ),
+        (
+            (1,),
+            "guided_backprop(..., target=(1,)): has 1 indices, but selecting one score per "
+            "example of an output of shape (2, 4, 6) needs exactly 2 (one per axis after the "
+            "batch). Pass a callable target to combine several scores.",
+        ),
+    ],
+)
+def test_index_messages_show_the_index_as_given(grid_net, x, target, message):
+    with pytest.raises(GradCamError, match="^" + re.escape(message) + "$"):
+        gf.guided_backprop(grid_net, x, target)
+
+
+@pytest.mark.parametrize(
+    "reduce, shape", [(lambda out: out.sum(0), "(5,)"), (lambda out: out.sum(), "()")]
+)
+def test_an_output_without_the_batch_in_dim_0_is_refused(net, x, reduce, shape):
+    message = (
+        f"guided_backprop(..., target=...): the model's output has shape {shape}, whose dim 0 "
+        "is not the batch of 2 examples. Give the inputs a batch axis (x[None] for one "
+        "example), or pass a callable target that returns one score per example."
+    )
+    with pytest.raises(GradCamError, match="^" + re.escape(message) + "$"):
+        gf.guided_backprop(lambda x: reduce(net(x)), x, 1)
+
+
+@pytest.mark.parametrize("target, shown", [(None, "target=None"), ([0, 1], "target=...")])
+def test_index_target_on_a_structured_output_shows_the_target(net, x, target, shown):
+    with pytest.raises(
+        GradCamError,
+        match=r"^guided_backprop\(\.\.\., " + re.escape(shown) + r"\): an index target needs",
+    ):
+        gf.guided_backprop(lambda x: {"logits": net(x)}, x, target)
+
+
+def test_a_callable_target_that_raises_is_named_with_the_call(net, x):
+    def broken(out):
+        raise KeyError("scores")
+
+    with pytest.raises(
+        GradCamError,
+        match=r"^guided_backprop\(\.\.\., target=broken\): the target raised KeyError",
+    ):
+        gf.guided_backprop(net, x, broken)
+
+
 @pytest.mark.parametrize("target", [[1, 2, 3], torch.tensor([0, 1, 2])])
 def test_per_example_target_length_must_match_the_batch(net, x, target):
     with pytest.raises(
@@ -203,8 +283,9 @@ def test_targets_all_needs_class_scores_from_each_entry_point(x):
 def test_target_none_needs_one_score_per_example(net, x):
     with pytest.raises(
         GradCamError,
-        match=r"target=None\): without a target the model must "
-        r"return one score per example.*\(2, 5\)",
+        match=r"^grad_cam\(\.\.\., target=None\): without a target the model must "
+        r"return one score per example, but its output has shape \(2, 5\)\. Pass "
+        r"target=class_index \(or a callable that returns a \(B,\) score\)\.$",
     ):
         gf.grad_cam(net, "0", x)
 
@@ -251,7 +332,7 @@ def test_params_need_a_module(net, x):
 def test_index_target_on_a_structured_output_shows_the_callable(net, x):
     with pytest.raises(
         GradCamError,
-        match=r"target=1\): an index target needs a model that "
+        match=r"^grad_cam\(\.\.\., target=1\): an index target needs a model that "
         r"returns a Tensor of scores, but this model returns dict, whose "
         r"Tensors are: out\['logits'\] \(2, 5\) torch.float32\. Pass a "
         r"callable target.*target=lambda out: out\['logits'\]\[:, k\], or wrap the model to "

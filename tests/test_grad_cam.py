@@ -106,6 +106,29 @@ def test_tuple_targets_on_a_three_dimensional_output():
         )
 
 
+@pytest.mark.parametrize("form", ["int", "tuple", "list"])
+def test_minus_n_is_the_first_class(form):
+    """Negative indices count from the end down to -N, as in Python. Captum takes -N for
+    an int or a tuple; its per-example list (torch.gather) takes none, so the list's
+    reference is Captum at the same classes counted from 0."""
+    case = ZOO["plain_cnn"](torch.float64)
+    batch, n = case.model(*case.inputs).shape
+    first = {"int": 0, "tuple": (0,), "list": list(range(batch))}[form]
+    target = {"int": -n, "tuple": (-n,), "list": [i - n for i in range(batch)]}[form]
+    expected = captum(case, first)
+    if form != "list":
+        assert_close(captum(case, target), expected)
+    assert_matches(ours(case, target), expected)
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_target_none_on_a_batch_of_one(keepdim):
+    case = ZOO["plain_cnn"](torch.float64)
+    case.model = Scores(case.model, keepdim)
+    case.inputs = tuple(x[:1] for x in case.inputs)
+    assert_matches(ours(case, None), captum(case, None))
+
+
 def test_dotted_layer_name_equals_the_module():
     case = ZOO["residual"](torch.float64)
     assert_close(
