@@ -4,6 +4,7 @@ two torchrun processes (gloo) give the single-process result, and the CLI."""
 import json
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,6 +77,10 @@ def test_top_k_stores_the_classes_and_float16_is_close(tmp_path):
     assert_not_zero(expected)
     torch.testing.assert_close(cams, expected, **close)
     assert not torch.allclose(cams * 0.75, expected, **close)
+    with pytest.raises(
+        gf.GradCamError, match=r"\(targets: recorded 'top_k\(2\)', now 'top_k\(3\)'\)"
+    ):
+        explain(tmp_path, gf.top_k(3), upsample_to=16)
 
 
 WORKER = {"factor": 3}  # the worker_init_fn below sets 2 in the worker
@@ -213,6 +218,18 @@ def test_a_plain_function_model_resumes_by_its_name(tmp_path):
 
     assert explain(tmp_path, [1], model=model, layer=net[3])["shards_written"] == 7
     assert explain(tmp_path, [1], model=model, layer=net[3])["shards_resumed"] == 7
+    with open(tmp_path / "run.json") as f:
+        recorded = json.load(f)["model"]
+    assert recorded == f"{__name__}.test_a_plain_function_model_resumes_by_its_name.<locals>.model"
+
+    def other(x):
+        return net(x)
+
+    with pytest.raises(
+        gf.GradCamError,
+        match=re.escape(f"(model: recorded {recorded!r}, now {recorded[:-5] + 'other'!r})"),
+    ):
+        explain(tmp_path, [1], model=other, layer=net[3])
     with pytest.raises(
         gf.GradCamError,
         match=r"\(layer: recorded 'Conv2d:[0-9a-f]+', now "
@@ -221,9 +238,51 @@ def test_a_plain_function_model_resumes_by_its_name(tmp_path):
         explain(tmp_path, [1], model=model, layer=net[0])
 
 
+class Scorer:
+    """A model that is a callable object, which has no ``__qualname__`` of its own."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, x):
+        return self.net(x)
+
+
+def test_a_callable_object_model_is_recorded_by_its_class(tmp_path):
+    net = make_model()
+    explain(tmp_path, [1], model=Scorer(net), layer=net[3])
+    with open(tmp_path / "run.json") as f:
+        assert json.load(f)["model"] == f"{__name__}.Scorer"
+    assert explain(tmp_path, [1], model=Scorer(net), layer=net[3])["shards_resumed"] == 7
+
+
 class Stream(torch.utils.data.IterableDataset):
     def __iter__(self):
         return iter(Data().images)
+
+
+class IndexedStream(Stream):
+    """An IterableDataset that also has __len__ and __getitem__: still a stream."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return Data().images[i]
+
+
+class Sized:
+    """Has a length but cannot be indexed."""
+
+    def __len__(self):
+        return 4
+
+
+MAP_STYLE = (
+    "expected a map-style Dataset (with __len__ and __getitem__) or a DataLoader over one, "
+    "since resuming and splitting across processes address examples by index. Wrap the "
+    "examples in a Dataset that indexes them."
+)
 
 
 class ImagesOnly(torch.utils.data.Dataset):
@@ -243,11 +302,14 @@ class ImagesOnly(torch.utils.data.Dataset):
             r"non-empty list of class indices, the string 'label'",
         ),
         (dict(targets=[]), r"targets=\[\]\): expected a non-empty list"),
+        (dict(targets=[1.5]), r"^explain_dataset\(\.\.\., targets=\[1\.5\]\): expected a"),
+        (dict(targets=[True]), r"^explain_dataset\(\.\.\., targets=\[True\]\): expected a"),
         (
             dict(data=Stream()),
-            r"explain_dataset\(\.\.\., data=Stream\): expected a map-style "
-            r"Dataset .* Wrap the examples in a Dataset that indexes them",
+            "^" + re.escape("explain_dataset(..., data=Stream): " + MAP_STYLE) + "$",
         ),
+        (dict(data=IndexedStream()), r"^explain_dataset\(\.\.\., data=IndexedStream\): expected"),
+        (dict(data=Sized()), r"^explain_dataset\(\.\.\., data=Sized\): expected a map-style"),
         (
             dict(data=ImagesOnly(), targets="label"),
             r"explain_dataset\(\.\.\., targets='label'\): "
@@ -255,12 +317,23 @@ class ImagesOnly(torch.utils.data.Dataset):
             r"label\); .* or pass a list of classes",
         ),
         (dict(batch_size=0), r"explain_dataset\(\.\.\., batch_size=0\): expected a positive int"),
+        (dict(batch_size=True), r"^explain_dataset\(\.\.\., batch_size=True\): expected a pos"),
+        (dict(shard_size=1.5), r"^explain_dataset\(\.\.\., shard_size=1\.5\): expected a pos"),
         (dict(layer="9"), r"explain_dataset\(\.\.\., layer='9'\): the model has no submodule"),
     ],
 )
 def test_argument_errors(tmp_path, arguments, message):
     with pytest.raises(gf.GradCamError, match=message):
         explain(tmp_path, **arguments)
+
+
+def test_one_example_per_batch_and_per_shard(tmp_path):
+    data = Data(3)
+    summary = explain(tmp_path, [1, 2], data=data, batch_size=1, shard_size=1)
+    assert summary["shards_written"] == 3
+    expected = direct([1, 2], data.images)
+    assert_not_zero(expected)
+    assert_close(gf.load_cams(tmp_path).float(), expected.half().float())
 
 
 def test_load_cams_errors(tmp_path):
