@@ -139,6 +139,57 @@ def test_items_whose_second_part_is_not_a_label_work_with_fixed_classes(tmp_path
     assert_close(gf.load_cams(tmp_path), direct([3])[:10])
 
 
+class Items(torch.utils.data.Dataset):
+    """Data()'s first 10 images, each wrapped by ``wrap``."""
+
+    def __init__(self, wrap):
+        self.wrap = wrap
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return self.wrap(Data().images[i])
+
+
+def test_items_of_one_tensor_in_a_tuple_work_with_fixed_classes_only(tmp_path):
+    explain(tmp_path / "fixed", [3], data=Items(lambda image: (image,)), dtype=torch.float32)
+    assert_close(gf.load_cams(tmp_path / "fixed"), direct([3])[:10])
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^explain_dataset\(\.\.\., targets='label'\): each example must be a pair "
+        r"\(Tensor, int label\); the batch's labels are None\.",
+    ):
+        explain(tmp_path / "label", "label", data=Items(lambda image: (image,)))
+
+
+@pytest.mark.parametrize(
+    "wrap, collated",
+    [(lambda image: {"image": image}, "dict"), (lambda image: ("name", image), "list")],
+)
+def test_items_that_are_not_a_tensor_first_are_refused(tmp_path, wrap, collated):
+    message = (
+        "explain_dataset(..., data=...): each example must be a Tensor or a tuple (Tensor, "
+        f"label, ...); a batch of them collated to {collated}."
+    )
+    with pytest.raises(gf.GradCamError, match="^" + re.escape(message) + "$"):
+        explain(tmp_path, [3], data=Items(wrap))
+
+
+def test_a_folder_whose_record_lacks_or_adds_an_argument_is_refused(tmp_path):
+    """A run.json written by another version, with a key fewer or one more."""
+    explain(tmp_path, [1])
+    path = tmp_path / "run.json"
+    recorded = json.loads(path.read_text())
+    for changed, detail in [
+        ({k: v for k, v in recorded.items() if k != "relu"}, "relu: recorded None, now False"),
+        ({**recorded, "chunk": 4}, "chunk: recorded 4, now None"),
+    ]:
+        path.write_text(json.dumps(changed))
+        with pytest.raises(gf.GradCamError, match=re.escape(f"other arguments ({detail})")):
+            explain(tmp_path, [1])
+
+
 def test_resumes_after_a_kill_without_redoing_shards(tmp_path):
     job = subprocess.Popen(
         [sys.executable, JOB, str(tmp_path), "--slow", "0.3"],
@@ -188,9 +239,13 @@ def test_refuses_a_folder_with_other_arguments(tmp_path):
     explain(tmp_path, [1])
     with pytest.raises(
         gf.GradCamError,
-        match=r"explain_dataset\(\.\.\., out=.*\): the folder "
-        r"holds a run with other arguments \(targets: recorded \[1\], now \[2\]\)"
-        r"\. Use a new folder, or the same arguments to resume",
+        match="^"
+        + re.escape(
+            f"explain_dataset(..., out={str(tmp_path)!r}): the folder holds a run with other "
+            "arguments (targets: recorded [1], now [2]). Use a new folder, or the same "
+            "arguments to resume."
+        )
+        + "$",
     ):
         explain(tmp_path, [2])
     other = make_model()
@@ -334,6 +389,52 @@ def test_one_example_per_batch_and_per_shard(tmp_path):
     expected = direct([1, 2], data.images)
     assert_not_zero(expected)
     assert_close(gf.load_cams(tmp_path).float(), expected.half().float())
+
+
+def test_by_default_batches_of_64_fill_shards_of_512_with_a_progress_bar(tmp_path, capsys):
+    model = make_model()
+    sizes = set()
+    hook = model[0].register_forward_hook(lambda module, args, out: sizes.add(len(args[0])))
+    gf.explain_dataset(model, "3", Data(513), targets=[1], out=tmp_path)
+    hook.remove()
+    assert sizes == {64, 1}
+    with open(tmp_path / "index.json") as f:
+        shards = json.load(f)["shards"]
+    assert [len(shard["indices"]) for shard in shards] == [512, 1]
+    assert "explaining: 100%" in capsys.readouterr().err
+
+
+def test_run_json_records_every_argument_that_changes_the_cams(tmp_path):
+    model = make_model()
+    explain(tmp_path, gf.top_k(2), model=model, upsample_to=(16, 12), relu=True)
+    with open(tmp_path / "run.json") as f:
+        recorded = json.load(f)
+    assert recorded == {
+        "model": recorded["model"],
+        "layer": "3",
+        "targets": "top_k(2)",
+        "examples": 50,
+        "shard_size": 8,
+        "upsample_to": [16, 12],
+        "dtype": "torch.float16",
+        "relu": True,
+        "world_size": 1,
+    }
+    assert re.fullmatch("[0-9a-f]{16}", recorded["model"])
+    with pytest.raises(
+        gf.GradCamError, match=re.escape("(upsample_to: recorded [16, 12], now [12, 12])")
+    ):
+        explain(tmp_path, gf.top_k(2), model=model, upsample_to=12, relu=True)
+
+
+def test_a_model_without_parameters(tmp_path):
+    """Channel means as class scores: nothing to learn, so no parameter to take a device
+    from; the batches stay on the CPU."""
+    model = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    explain(tmp_path, [0, 2], model=model, layer="0", dtype=torch.float32)
+    expected = gf.grad_cam(model, "0", Data().images, targets=[0, 2]).transpose(0, 1)
+    assert_not_zero(expected)
+    assert_close(gf.load_cams(tmp_path), expected)
 
 
 def test_load_cams_errors(tmp_path):

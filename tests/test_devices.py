@@ -39,3 +39,13 @@ def test_cuda_metrics_and_gradient_free_methods():
     assert_matches(on_gpu.cpu(), cams)
     curves, _ = gf.metrics.deletion(model, x.cuda(), on_gpu, 1, steps=4)
     assert curves.device.type == "cuda"
+
+
+@needs_cuda
+def test_cuda_explain_dataset_moves_each_batch_to_the_model(tmp_path):
+    from dataset_job import Data, make_model
+
+    options = dict(targets=[1, 2], batch_size=8, shard_size=16, dtype=torch.float32)
+    gf.explain_dataset(make_model(), "3", Data(), out=tmp_path / "cpu", **options)
+    gf.explain_dataset(make_model().cuda(), "3", Data(), out=tmp_path / "cuda", **options)
+    assert_matches(gf.load_cams(tmp_path / "cuda"), gf.load_cams(tmp_path / "cpu"))

@@ -107,13 +107,14 @@ def test_nearest_exact_picks_the_pixel_under_each_output_centre(size_in, size_ou
     assert torch.equal(gf.interpolate(cams, size_out, mode="nearest-exact"), expected)
 
 
-def test_explain_dataset_relu_zeroes_exactly_the_negative_evidence(tmp_path):
+@pytest.mark.parametrize("targets", [[1], gf.top_k(2)], ids=["classes", "top_k"])
+def test_explain_dataset_relu_zeroes_exactly_the_negative_evidence(tmp_path, targets):
     data = Data()
     gf.explain_dataset(
         make_model(),
         "3",
         data,
-        targets=[1],
+        targets=targets,
         out=tmp_path,
         batch_size=4,
         shard_size=8,
@@ -121,7 +122,8 @@ def test_explain_dataset_relu_zeroes_exactly_the_negative_evidence(tmp_path):
         relu=True,
         progress=False,
     )
-    plain = gf.grad_cam(make_model(), "3", data.images, 1)[:, None]  # (N, 1, 1, H, W)
+    plain = gf.grad_cam(make_model(), "3", data.images, targets=targets)
+    plain = (plain if isinstance(targets, list) else plain[0]).transpose(0, 1)  # (N, K, 1, H, W)
     assert (plain < 0).any() and (plain > 0).any()
     assert_matches(gf.load_cams(tmp_path), plain.clamp(min=0))
 
