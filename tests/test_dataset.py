@@ -163,6 +163,24 @@ def test_items_of_one_tensor_in_a_tuple_work_with_fixed_classes_only(tmp_path):
         explain(tmp_path / "label", "label", data=Items(lambda image: (image,)))
 
 
+# Without a GPU, torch says that pinning is skipped; the flag is still handed on.
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
+def test_the_loader_lends_pin_memory_and_a_plain_dataset_gets_no_workers(tmp_path, monkeypatch):
+    """The loader explain_dataset builds, as it was made (pinning shows only on a GPU)."""
+    made = []
+
+    class Recorded(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append((self.num_workers, self.pin_memory))
+
+    given = torch.utils.data.DataLoader(Data(), batch_size=4, pin_memory=True)
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recorded)
+    explain(tmp_path / "loader", data=given)
+    explain(tmp_path / "dataset", data=Data())
+    assert made == [(0, True), (0, False)]
+
+
 @pytest.mark.parametrize(
     "wrap, collated",
     [(lambda image: {"image": image}, "dict"), (lambda image: ("name", image), "list")],
@@ -218,12 +236,58 @@ def test_resumes_after_a_kill_without_redoing_shards(tmp_path):
     assert_close(gf.load_cams(tmp_path), expected)
 
 
+STALE = [
+    "r0-00002.npy.tmp-1",
+    "index-r0.json.tmp-1",
+    "r1-00000.npy.tmp-1",
+    "index-r1.json.tmp-1",
+    "run.json.tmp-1",
+    "index.json.tmp-1",
+]
+
+
 def test_a_restart_removes_its_own_temporary_files_only(tmp_path):
+    """Rank 0 owns run.json and index.json besides its shards and index."""
     explain(tmp_path)
-    for name in ("r0-00002.npy.tmp-1", "index-r0.json.tmp-1", "r1-00000.npy.tmp-1"):
+    for name in STALE:
         (tmp_path / name).write_text("")
     assert explain(tmp_path)["shards_resumed"] == 7
-    assert sorted(p.name for p in tmp_path.glob("*.tmp-*")) == ["r1-00000.npy.tmp-1"]
+    assert sorted(p.name for p in tmp_path.glob("*.tmp-*")) == [
+        "index-r1.json.tmp-1",
+        "r1-00000.npy.tmp-1",
+    ]
+
+
+def test_rank_0_of_several_names_itself_in_the_bar(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "index-r1.json").write_text(json.dumps({"rank": 1, "shards": []}))
+    assert explain(tmp_path, progress=True)["examples"] == 25
+    bar = capsys.readouterr().err
+    assert "explaining (rank 0 of 2): 100%" in bar and "25/25" in bar
+
+
+def test_another_rank_leaves_rank_0s_temporary_files_and_shows_no_bar(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    tmp_path.mkdir(exist_ok=True)
+    for name in STALE:
+        (tmp_path / name).write_text("")
+    explain(tmp_path, progress=True)
+    assert capsys.readouterr().err == ""
+    assert sorted(p.name for p in tmp_path.glob("*.tmp-*")) == [
+        "index-r0.json.tmp-1",
+        "index.json.tmp-1",
+        "r0-00002.npy.tmp-1",
+        "run.json.tmp-1",
+    ]
 
 
 def test_a_rank_without_examples_still_leaves_an_index_for_the_merge(tmp_path, monkeypatch):
@@ -232,7 +296,7 @@ def test_a_rank_without_examples_still_leaves_an_index_for_the_merge(tmp_path, m
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 60)
     monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
     assert explain(tmp_path)["examples"] == 0  # 50 examples: ranks 50..59 of 60 have none
-    assert json.loads((tmp_path / "index-r55.json").read_text())["shards"] == []
+    assert json.loads((tmp_path / "index-r55.json").read_text()) == {"rank": 55, "shards": []}
 
 
 def test_refuses_a_folder_with_other_arguments(tmp_path):
@@ -401,7 +465,16 @@ def test_by_default_batches_of_64_fill_shards_of_512_with_a_progress_bar(tmp_pat
     with open(tmp_path / "index.json") as f:
         shards = json.load(f)["shards"]
     assert [len(shard["indices"]) for shard in shards] == [512, 1]
-    assert "explaining: 100%" in capsys.readouterr().err
+    bar = capsys.readouterr().err
+    assert "explaining: 100%" in bar and "513/513" in bar and "ex/s]" in bar
+
+
+def test_the_progress_bar_counts_resumed_examples_and_can_be_turned_off(tmp_path, capsys):
+    explain(tmp_path)
+    assert capsys.readouterr().err == ""  # progress=False
+    explain(tmp_path, progress=True)
+    bar = capsys.readouterr().err
+    assert "explaining: 100%" in bar and "50/50" in bar
 
 
 def test_run_json_records_every_argument_that_changes_the_cams(tmp_path):
