@@ -325,6 +325,7 @@ def load_cams(
     """CAMs (N, K, 1, *S) as float32 for example ``indices`` (all, in order, if None).
 
     with_classes: also return the explained classes (N, K) (runs with "label" or top_k).
+    The shards are memory-mapped, so only the examples asked for are read from disk.
     """
     path = os.path.join(out, "index.json")
     if not os.path.exists(path):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -258,14 +259,26 @@ def test_a_restart_removes_its_own_temporary_files_only(tmp_path):
     ]
 
 
-def test_rank_0_of_several_names_itself_in_the_bar(tmp_path, monkeypatch, capsys):
+def test_rank_0_of_several_waits_for_the_others_and_names_itself(tmp_path, monkeypatch, capsys):
+    """Every rank waits once the folder is checked and once its shards are written;
+    rank 0 merges the indices only after the second wait."""
+    waits = []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    monkeypatch.setattr(
+        torch.distributed,
+        "barrier",
+        lambda: waits.append(
+            (len(list(tmp_path.glob("r0-*.npy"))), (tmp_path / "index.json").exists())
+        ),
+    )
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "index-r1.json").write_text(json.dumps({"rank": 1, "shards": []}))
     assert explain(tmp_path, progress=True)["examples"] == 25
+    assert waits == [(0, False), (4, False)]
+    index = json.loads((tmp_path / "index-r0.json").read_text())
+    assert index["rank"] == 0 and len(index["shards"]) == 4
     bar = capsys.readouterr().err
     assert "explaining (rank 0 of 2): 100%" in bar and "25/25" in bar
 
@@ -448,7 +461,9 @@ def test_argument_errors(tmp_path, arguments, message):
 
 def test_one_example_per_batch_and_per_shard(tmp_path):
     data = Data(3)
+    start = time.perf_counter()
     summary = explain(tmp_path, [1, 2], data=data, batch_size=1, shard_size=1)
+    assert 0 < summary["seconds"] <= time.perf_counter() - start
     assert summary["shards_written"] == 3
     expected = direct([1, 2], data.images)
     assert_not_zero(expected)
@@ -513,23 +528,53 @@ def test_a_model_without_parameters(tmp_path):
 def test_load_cams_errors(tmp_path):
     with pytest.raises(
         gf.GradCamError,
-        match=r"load_cams\('.*'\): no index.json there; the "
-        r"run has not finished \(start it again with the same arguments",
+        match="^"
+        + re.escape(
+            f"load_cams({str(tmp_path)!r}): no index.json there; the run has not finished "
+            "(start it again with the same arguments to resume)."
+        )
+        + "$",
     ):
         gf.load_cams(tmp_path)
     explain(tmp_path, [0])
     with pytest.raises(
         gf.GradCamError,
-        match=r"load_cams\(.*, indices=\.\.\.\): examples "
-        r"\[50\] are not in the run, which explained examples 0\.\.49",
+        match="^"
+        + re.escape(
+            f"load_cams({str(tmp_path)!r}, indices=...): examples [50, 51, 52, 53, 54] are not "
+            "in the run, which explained examples 0..49."
+        )
+        + "$",
     ):
-        gf.load_cams(tmp_path, [3, 50])
+        gf.load_cams(tmp_path, [3, *range(50, 57)])
     with pytest.raises(
         gf.GradCamError,
-        match=r"with_classes=True\): this run explained the "
-        r"fixed classes \[0\]; .* Drop with_classes",
+        match="^"
+        + re.escape(
+            f"load_cams({str(tmp_path)!r}, with_classes=True): this run explained the fixed "
+            "classes [0]; no per-example classes are stored. Drop with_classes."
+        )
+        + "$",
     ):
         gf.load_cams(tmp_path, with_classes=True)
+
+
+def test_load_cams_maps_the_shards_instead_of_reading_them(tmp_path, monkeypatch):
+    explain(tmp_path, gf.top_k(2), dtype=torch.float32)
+    opened = []
+
+    def load(*args, **kwargs):
+        array = numpy_load(*args, **kwargs)
+        opened.append(type(array))
+        return array
+
+    numpy_load = np.load
+    monkeypatch.setattr(np, "load", load)
+    cams, classes = gf.load_cams(tmp_path, [9, 0], with_classes=True)
+    assert opened == [np.memmap] * 4  # two shards, each with its classes
+    expected, expected_classes = gf.grad_cam(make_model(), "3", Data().images, targets=gf.top_k(2))
+    assert_close(cams, expected.transpose(0, 1)[[9, 0]])
+    assert torch.equal(classes, expected_classes.T[[9, 0]])
 
 
 def free_port():
