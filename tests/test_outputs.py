@@ -217,6 +217,26 @@ def test_messages_list_the_first_six_tensors_and_name_nameless_targets():
         gf.grad_cam(model, "conv", x, targets=gf.top_k(2))
 
 
+def test_top_k_names_its_picked_scores_when_they_fail():
+    """top_k(k, scores=...) reads the scores once to choose the classes, then once per
+    target; a failure in a target's read names it top_k_class."""
+    model, x = ManyHeads().eval(), torch.randn(2, 3, 5, 5)
+    reads = []
+
+    def scores(out):
+        reads.append(1)
+        if len(reads) > 1:
+            raise KeyError("gone")
+        return out["h0"]
+
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^grad_cam\(\.\.\., targets\[0\]=top_k_class\): the target raised KeyError: "
+        r"'gone' \(it was given the model's output, a dict;",
+    ):
+        gf.grad_cam(model, "conv", x, targets=gf.top_k(2, scores=scores))
+
+
 def test_flatten_keeps_no_tensor_alive_after_it_returns():
     """No reference cycle holds a flattened tensor until Python's cycle collector runs
     (forward mode flattens every chunk's output; each would otherwise linger)."""
