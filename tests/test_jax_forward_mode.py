@@ -336,7 +336,7 @@ def test_a_model_that_mixes_examples_otherwise_is_caught(cnn):
         gj.grad_cam(trunk, head, xs, targets=[0, 1], autodiff="forward")
     many = [0, 1, 2] * 3  # more targets than the 5 channels: "auto" would go forward
     reverse = gj.grad_cam(trunk, head, xs, targets=many, autodiff="reverse")
-    assert_not_zero(torch.from_numpy(np.asarray(reverse)))
+    assert_not_zero(torch.from_numpy(np.array(reverse)))  # a writable copy
     assert_arrays_close(gj.grad_cam(trunk, head, xs, targets=many), reverse, torch.float32)
 
 
