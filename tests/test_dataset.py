@@ -259,20 +259,23 @@ def test_a_restart_removes_its_own_temporary_files_only(tmp_path):
     ]
 
 
+def as_rank(monkeypatch, rank, world, barrier=lambda: None):
+    """Make explain_dataset see this process as ``rank`` of ``world`` under torch.distributed."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: world)
+    monkeypatch.setattr(torch.distributed, "barrier", barrier)
+
+
 def test_rank_0_of_several_waits_for_the_others_and_names_itself(tmp_path, monkeypatch, capsys):
     """Every rank waits once the folder is checked and once its shards are written;
     rank 0 merges the indices only after the second wait."""
     waits = []
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    monkeypatch.setattr(
-        torch.distributed,
-        "barrier",
-        lambda: waits.append(
-            (len(list(tmp_path.glob("r0-*.npy"))), (tmp_path / "index.json").exists())
-        ),
-    )
+
+    def barrier():
+        waits.append((len(list(tmp_path.glob("r0-*.npy"))), (tmp_path / "index.json").exists()))
+
+    as_rank(monkeypatch, 0, 2, barrier)
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "index-r1.json").write_text(json.dumps({"rank": 1, "shards": []}))
     assert explain(tmp_path, progress=True)["examples"] == 25
@@ -286,10 +289,7 @@ def test_rank_0_of_several_waits_for_the_others_and_names_itself(tmp_path, monke
 def test_another_rank_leaves_rank_0s_temporary_files_and_shows_no_bar(
     tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    as_rank(monkeypatch, 1, 2)
     tmp_path.mkdir(exist_ok=True)
     for name in STALE:
         (tmp_path / name).write_text("")
@@ -304,10 +304,7 @@ def test_another_rank_leaves_rank_0s_temporary_files_and_shows_no_bar(
 
 
 def test_a_rank_without_examples_still_leaves_an_index_for_the_merge(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 55)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 60)
-    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    as_rank(monkeypatch, 55, 60)
     assert explain(tmp_path)["examples"] == 0  # 50 examples: ranks 50..59 of 60 have none
     assert json.loads((tmp_path / "index-r55.json").read_text()) == {"rank": 55, "shards": []}
 
