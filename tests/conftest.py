@@ -1,6 +1,7 @@
 """Shared test settings: hypothesis profiles and the one tolerance table."""
 
 import os
+import re
 
 import torch
 from hypothesis import settings
@@ -28,6 +29,11 @@ TOLERANCES = {
 
 # Central differences in float64 with step 1e-6 against an analytic derivative.
 FINITE_DIFFERENCES = dict(rtol=1e-5, atol=1e-8)
+
+
+def exactly(message):
+    """A ``pytest.raises(match=...)`` pattern for this whole message and nothing else."""
+    return "^" + re.escape(message) + "$"
 
 
 def assert_close(actual, expected):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
-from conftest import assert_close, assert_unchanged, hooks_of, snapshot
+from conftest import assert_close, assert_unchanged, exactly, hooks_of, snapshot
 from gradcam_func import GradCamError
 
 
@@ -132,7 +132,7 @@ def test_target_out_of_range_or_of_the_wrong_length(net, x, target, fragment):
     ],
 )
 def test_index_entries_must_be_ints(net, x, target, message):
-    with pytest.raises(GradCamError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(GradCamError, match=exactly(message)):
         gf.grad_cam(net, "0", x, target)
 
 
@@ -164,7 +164,7 @@ def grid_net(net):
     ],
 )
 def test_index_messages_show_the_index_as_given(grid_net, x, target, message):
-    with pytest.raises(GradCamError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(GradCamError, match=exactly(message)):
         gf.guided_backprop(grid_net, x, target)
 
 
@@ -177,7 +177,7 @@ def test_an_output_without_the_batch_in_dim_0_is_refused(net, x, reduce, shape):
         "is not the batch of 2 examples. Give the inputs a batch axis (x[None] for one "
         "example), or pass a callable target that returns one score per example."
     )
-    with pytest.raises(GradCamError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(GradCamError, match=exactly(message)):
         gf.guided_backprop(lambda x: reduce(net(x)), x, 1)
 
 
