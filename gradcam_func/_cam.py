@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import torch
 
-from ._checks import GradCamError, _describe, as_args_tuple, prepare_model
+from ._checks import GradCamError, _describe, as_args_tuple, check_flags, prepare_model
 from ._grad_cam import ForwardSpec, batch_size_of, explain
 from ._layer_choice import choose_layer
 from ._scores import TargetScores
@@ -95,6 +95,12 @@ def cam(
     gradient-free ones. ``fuse_layers`` combines them into one map.
     """
     call = "cam"
+    check_flags(
+        call,
+        attribute_to_layer_input=attribute_to_layer_input,
+        relu=relu,
+        sum_channels=sum_channels,
+    )
     if method not in METHODS:
         raise GradCamError(
             f"cam(..., method={method!r}): expected one of {', '.join(map(repr, METHODS))}."

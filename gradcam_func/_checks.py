@@ -18,6 +18,7 @@ __all__ = [
     "as_tensor_tuple",
     "as_args_tuple",
     "check_params",
+    "check_flags",
     "model_failed",
 ]
 
@@ -133,6 +134,17 @@ def as_tensor_tuple(inputs, call, argument="inputs"):
             f"dim 0, got shapes {shapes}."
         )
     return items
+
+
+def check_flags(call, **flags):
+    """Refuse anything but True or False for a flag such as ``relu``: None, 0 or "yes"
+    would otherwise be read by their truth."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise GradCamError(
+                f"{call}(..., {name}=...): expected True or False, got {_describe(value)}. "
+                "Pass a bool."
+            )
 
 
 def as_args_tuple(additional_forward_args):

@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from . import ops
-from ._checks import GradCamError, as_args_tuple, as_tensor_tuple, prepare_model, resolve_layer
+from ._checks import (
+    GradCamError,
+    as_args_tuple,
+    as_tensor_tuple,
+    check_flags,
+    prepare_model,
+    resolve_layer,
+)
 from ._grad_cam import batch_size_of, check_chunk_size, check_one_of, default_chunk_size
 from ._split import _Stale, layer_spec, model_state
 from ._types import ChunkSize, Inputs, Layer
@@ -176,6 +183,7 @@ def compile_grad_cam(
     K; ``compile_options`` go to ``torch.compile`` (``fullgraph=True`` to be told of any
     graph break, ``mode=...``). The layer's hook lives only for each call.
     """
+    check_flags(_CALL, relu=relu, sum_channels=sum_channels)
     model = prepare_model(model, _CALL)
     if not isinstance(model, nn.Module):
         raise GradCamError(

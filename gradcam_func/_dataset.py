@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import GradCamError, resolve_layer
+from ._checks import GradCamError, check_flags, resolve_layer
 from ._grad_cam import grad_cam
 from ._interpolate import interpolate
 from ._targets import TopK
@@ -211,6 +211,7 @@ def explain_dataset(
     """
     from tqdm.auto import tqdm
 
+    check_flags("explain_dataset", relu=relu, progress=progress)
     dataset: Any = getattr(data, "dataset", data)
     _check_data(dataset)
     spec = _targets_spec(targets)
@@ -327,6 +328,7 @@ def load_cams(
     with_classes: also return the explained classes (N, K) (runs with "label" or top_k).
     The shards are memory-mapped, so only the examples asked for are read from disk.
     """
+    check_flags("load_cams", with_classes=with_classes)
     path = os.path.join(out, "index.json")
     if not os.path.exists(path):
         raise GradCamError(

@@ -12,7 +12,7 @@ import torch
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from . import ops
-from ._checks import GradCamError
+from ._checks import GradCamError, check_flags
 from ._split import _eager_no_grad, split
 from ._targets import TopK, cotangent, cotangents, every_class
 from ._types import Autodiff, CamResult, ChunkSize, Inputs, Layer, Model, Params, Target, Targets
@@ -62,6 +62,7 @@ def grad_cam(
     autodiff: "reverse" (one pullback per target), "forward" (one jvp per channel, see
     ``_forward_mode``) or "auto" (the cheaper for K and the layer); results are equal.
     """
+    check_flags("grad_cam", relu=relu, sum_channels=sum_channels)
     return explain(
         functools.partial(ops.grad_cam_from, relu=relu, sum_channels=sum_channels),
         model,

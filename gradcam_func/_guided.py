@@ -14,7 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import GradCamError, as_args_tuple, as_tensor_tuple, check_params, prepare_model
+from ._checks import (
+    GradCamError,
+    as_args_tuple,
+    as_tensor_tuple,
+    check_flags,
+    check_params,
+    prepare_model,
+)
 from ._grad_cam import batch_size_of, check_one_of, grad_cam, over_targets
 from ._interpolate import interpolate
 from ._split import _eager_no_grad, model_state, output_vjp, run
@@ -117,6 +124,7 @@ def guided_grad_cam(
     tuple of inputs); with ``targets``, (K, B, C, *S). Two forward passes: one for
     Grad-CAM, one through the guided ReLUs.
     """
+    check_flags("guided_grad_cam", attribute_to_layer_input=attribute_to_layer_input)
     common = dict(
         additional_forward_args=additional_forward_args, params=params, chunk_size=chunk_size
     )

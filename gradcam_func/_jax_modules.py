@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._checks import GradCamError
+from ._checks import GradCamError, check_flags
 from ._jax_layer_input import input_split, mark
 
 CALL = "grad_cam_module"
@@ -214,6 +214,7 @@ def module_split(
     as ``model(x, state) -> (output, state)``, under ``jax.vmap(..., axis_name="batch")``
     per example; the state it returns is dropped, so explain a model in inference mode.
     """
+    check_flags(CALL, attribute_to_layer_input=attribute_to_layer_input)
     kind = model_kind(model)
     if kind == "linen":
         if variables is None or not isinstance(layer, str):

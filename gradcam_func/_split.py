@@ -40,6 +40,7 @@ from ._checks import (
     GradCamError,
     as_args_tuple,
     as_tensor_tuple,
+    check_flags,
     check_params,
     model_failed,
     prepare_model,
@@ -359,6 +360,7 @@ def split(
     once the whole call has succeeded, so a call that fails leaves the module as it was.
     ``jvp(tangents)`` (per layer, one per act) -> the output tensors' tangents.
     """
+    check_flags(call, attribute_to_layer_input=attribute_to_layer_input)
     model = prepare_model(model, call)
     inputs = as_tensor_tuple(inputs, call)
     args = inputs + as_args_tuple(additional_forward_args)

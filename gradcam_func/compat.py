@@ -13,7 +13,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ._checks import GradCamError
+from ._checks import GradCamError, check_flags
 from ._grad_cam import grad_cam
 from ._interpolate import interpolate
 from ._split import keep_graph
@@ -73,6 +73,12 @@ class LayerGradCam:
         grad_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Grad-CAM at ``self.layer``: (B, 1, *S), or (B, C, *S) without summation."""
+        check_flags(
+            "LayerGradCam.attribute",
+            attribute_to_layer_input=attribute_to_layer_input,
+            relu_attributions=relu_attributions,
+            attr_dim_summation=attr_dim_summation,
+        )
         unknown = sorted(set(grad_kwargs or {}) - set(_GRAD_KWARGS))
         if unknown:
             raise GradCamError(

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import ops
-from ._checks import GradCamError
+from ._checks import GradCamError, check_flags
 from ._forward_mode import check_tolerance, mixes_examples
 from ._jax_modules import examples_interact, model_kind, module_layer_vjp, module_split
 from ._targets import TopK, check_index, top_k
@@ -151,6 +151,7 @@ def _explain(
     """Shared by the entry points: cotangents, then the maps by a vmap of the pullback
     over them (``chunk_size`` cotangents at a time when given), or by forward mode
     (``autodiff``, ``_forward_cams``; ``coupled``: the model mixes a batch's examples)."""
+    check_flags(call, relu=relu, sum_channels=sum_channels)
     if target is not None and targets is not None:
         raise GradCamError(f"{call}(..., target=..., targets=...): pass one of them.")
     if autodiff not in ("auto", "reverse", "forward"):

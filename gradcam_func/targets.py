@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ._checks import GradCamError, _describe
+from ._checks import GradCamError, _describe, check_flags
 from ._types import ScoreFn
 
 __all__ = ["segmentation", "detection", "similarity", "regression", "contrast", "finer", "box_iou"]
@@ -144,6 +144,7 @@ def detection(
     - torchvision-style: a list of B dicts with ``boxes`` (N, 4) in pixels, ``labels``
       (N,) and ``scores`` (N,): only boxes labelled ``cls`` match.
     """
+    check_flags("detection", box_terms=box_terms)
     name = f"detection(box={box!r}, cls={cls})".replace("\n", "")
 
     def score(output):

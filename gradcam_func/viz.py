@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import ops
-from ._checks import GradCamError
+from ._checks import GradCamError, check_flags
 from ._interpolate import interpolate
 
 __all__ = ["overlay", "save_grid", "save_signal", "save_volume", "save_video"]
@@ -51,6 +51,7 @@ def overlay(
     """
     from matplotlib import colormaps
 
+    check_flags("overlay", normalize=normalize)
     rgb = _as_hwc(image)
     cam = torch.as_tensor(
         np.asarray(cam.detach().cpu() if isinstance(cam, torch.Tensor) else cam),

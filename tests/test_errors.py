@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
+import gradcam_func.compat
 from conftest import assert_close, assert_unchanged, exactly, hooks_of, snapshot
 from gradcam_func import GradCamError
 
@@ -668,3 +669,85 @@ def test_every_entry_point_names_itself_in_the_input_checks(x, call):
         ENTRY_POINTS[call](model, "used", x, params={"used.weigth": torch.zeros(2, 3)})
     with pytest.raises(GradCamError, match=rf"^{call}\(.*boom in the head"):
         ENTRY_POINTS[call](Fails(), "conv", x)
+
+
+# Each flag of each public function, called as a user would: (call as it names itself,
+# the flag, a function of (model, x, tmp_path, flag value)).
+FLAGS = [
+    ("grad_cam", "relu", lambda m, x, tmp, v: gf.grad_cam(m, "0", x, 1, relu=v)),
+    ("grad_cam", "sum_channels", lambda m, x, tmp, v: gf.grad_cam(m, "0", x, 1, sum_channels=v)),
+    (
+        "grad_cam",
+        "attribute_to_layer_input",
+        lambda m, x, tmp, v: gf.grad_cam(m, "0", x, 1, attribute_to_layer_input=v),
+    ),
+    ("cam", "relu", lambda m, x, tmp, v: gf.cam(m, "0", x, 1, method="layercam", relu=v)),
+    ("cam", "sum_channels", lambda m, x, tmp, v: gf.cam(m, "0", x, 1, sum_channels=v)),
+    (
+        "cam",
+        "attribute_to_layer_input",
+        lambda m, x, tmp, v: gf.cam(m, "0", x, 1, method="scorecam", attribute_to_layer_input=v),
+    ),
+    (
+        "layer_vjp",
+        "attribute_to_layer_input",
+        lambda m, x, tmp, v: gf.layer_vjp(m, "0", x, attribute_to_layer_input=v),
+    ),
+    (
+        "guided_grad_cam",
+        "attribute_to_layer_input",
+        lambda m, x, tmp, v: gf.guided_grad_cam(m, "0", x, 1, attribute_to_layer_input=v),
+    ),
+    ("compile_grad_cam", "relu", lambda m, x, tmp, v: gf.compile_grad_cam(m, "0", relu=v)),
+    (
+        "compile_grad_cam",
+        "sum_channels",
+        lambda m, x, tmp, v: gf.compile_grad_cam(m, "0", sum_channels=v),
+    ),
+    *[
+        (
+            "LayerGradCam.attribute",
+            flag,
+            lambda m, x, tmp, v, flag=flag: gf.compat.LayerGradCam(m, m[0]).attribute(
+                x, 1, **{flag: v}
+            ),
+        )
+        for flag in ("attribute_to_layer_input", "relu_attributions", "attr_dim_summation")
+    ],
+    *[
+        (
+            "explain_dataset",
+            flag,
+            lambda m, x, tmp, v, flag=flag: gf.explain_dataset(
+                m, "0", list(x), targets=[1], out=tmp, **{flag: v}
+            ),
+        )
+        for flag in ("relu", "progress")
+    ],
+    ("load_cams", "with_classes", lambda m, x, tmp, v: gf.load_cams(tmp, with_classes=v)),
+    (
+        "detection",
+        "box_terms",
+        lambda m, x, tmp, v: gf.targets.detection([0, 0, 1, 1], 1, box_terms=v),
+    ),
+    ("overlay", "normalize", lambda m, x, tmp, v: gf.viz.overlay(x[0, 0], x[0], normalize=v)),
+]
+
+
+@pytest.mark.parametrize(
+    "value, shown", [(None, "NoneType None"), (0, "int 0"), ("yes", "str 'yes'")]
+)
+@pytest.mark.parametrize("call, flag, run", FLAGS, ids=[f"{c}-{f}" for c, f, _ in FLAGS])
+def test_flags_take_true_or_false_only(net, x, tmp_path, call, flag, run, value, shown):
+    """None, 0 or "yes" for a flag is refused, not read by its truth; nothing is touched."""
+    saved, hooks = snapshot(net, (x,)), hooks_of(net)
+    with pytest.raises(
+        GradCamError,
+        match=exactly(
+            f"{call}(..., {flag}=...): expected True or False, got {shown}. Pass a bool."
+        ),
+    ):
+        run(net, x, tmp_path, value)
+    assert_unchanged(net, (x,), saved)
+    assert hooks_of(net) == hooks
+    assert list(tmp_path.iterdir()) == []  # explain_dataset wrote nothing

@@ -12,7 +12,7 @@ from torch import nn
 import flax.linen as fnn
 import gradcam_func as gf
 import gradcam_func.jax as gj
-from conftest import assert_arrays_close, assert_not_zero
+from conftest import assert_arrays_close, assert_not_zero, exactly
 
 eqx = pytest.importorskip("equinox")
 nnx = pytest.importorskip("flax.nnx")
@@ -347,6 +347,39 @@ def test_linen_needs_its_variables_and_others_refuse_them(twins):
         gj.grad_cam_module(LinenCNN(), "conv2", jnp.asarray(x.numpy()), 0)
     with pytest.raises(gj.GradCamError, match=r"only Flax Linen modules take variables"):
         gj.grad_cam_module(eqx_model, "convs.1", jnp.asarray(x.numpy()), 0, variables={})
+
+
+@pytest.mark.parametrize("value, shown", [(None, "NoneType None"), ("yes", "str 'yes'")])
+def test_flags_take_true_or_false_only(twins, value, shown):
+    """Every JAX entry point refuses a flag that is not a bool, naming itself."""
+    _, x, eqx_model, _ = twins
+    xs, nhwc = jnp.asarray(x.numpy()), jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    variables = linen_variables(weights(torch_twin()))
+    runs = {
+        ("grad_cam", "relu"): lambda v: gj.grad_cam(
+            jnp.tanh, lambda a: a.mean((2, 3)), xs, 0, relu=v
+        ),
+        ("grad_cam", "sum_channels"): lambda v: gj.grad_cam(
+            jnp.tanh, lambda a: a.mean((2, 3)), xs, 0, sum_channels=v
+        ),
+        ("grad_cam_flax", "relu"): lambda v: gj.grad_cam_flax(
+            LinenCNN(), variables, nhwc, "conv2", 0, relu=v
+        ),
+        ("grad_cam_module", "sum_channels"): lambda v: gj.grad_cam_module(
+            eqx_model, "convs.1", xs, 0, sum_channels=v
+        ),
+        ("grad_cam_module", "attribute_to_layer_input"): lambda v: gj.grad_cam_module(
+            eqx_model, "convs.1", xs, 0, attribute_to_layer_input=v
+        ),
+    }
+    for (call, flag), run in runs.items():
+        with pytest.raises(
+            gj.GradCamError,
+            match=exactly(
+                f"{call}(..., {flag}=...): expected True or False, got {shown}. Pass a bool."
+            ),
+        ):
+            run(value)
 
 
 class TorchResidual(nn.Module):
