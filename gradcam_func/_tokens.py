@@ -32,7 +32,9 @@ def infer_token_grid(tokens, image_size):
                 found.append((h, w, prefix))
     if len(found) == 1:
         return found[0]
-    shown = "; ".join(f"token_grid=({h}, {w}), prefix_tokens={p}" for h, w, p in found[:3])
+    # At most three grids fit: a patch size s gives h * w = H * W / s**2, so four sizes
+    # span at least 15 counts, more than the nine prefixes 0..8 reach.
+    shown = "; ".join(f"token_grid=({h}, {w}), prefix_tokens={p}" for h, w, p in found)
     raise GradCamError(
         f"cam(..., token_grid='auto'): {tokens} tokens for a {height} x {width} image "
         + (

@@ -6,7 +6,7 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 import gradcam_func as gf
-from tests.conftest import (
+from conftest import (
     FULLGRAPH,
     MUTMUT_STATS,
     assert_close,
@@ -15,7 +15,7 @@ from tests.conftest import (
     snapshot,
     assert_unchanged,
 )
-from tests.zoo import PlainCNN, Residual
+from zoo import PlainCNN, Residual
 
 
 def assert_one_graph(backend):

@@ -168,3 +168,9 @@ def test_token_grid_auto_refuses_nine_prefix_tokens_and_ambiguous_counts():
         r"Pass token_grid=\(h, w\) and prefix_tokens=n yourself\.$",
     ):
         infer_token_grid(5, (8, 8))
+    with pytest.raises(  # the most that can fit: patches of 6, 3 and 2 pixels
+        gf.GradCamError,
+        match=r"9 tokens for a 6 x 6 image fit 3 grids \(token_grid=\(3, 3\), prefix_tokens=0; "
+        r"token_grid=\(2, 2\), prefix_tokens=5; token_grid=\(1, 1\), prefix_tokens=8\)\. ",
+    ):
+        infer_token_grid(9, (6, 6))
