@@ -10,8 +10,20 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 import gradcam_func as gf
-from conftest import FINITE_DIFFERENCES, TOLERANCES, assert_close, assert_matches, exactly
-from gradcam_func._forward_mode import choose_mode, directions_needed, forward_is_cheaper
+from conftest import (
+    FINITE_DIFFERENCES,
+    TOLERANCES,
+    assert_close,
+    assert_matches,
+    assert_not_zero,
+    exactly,
+)
+from gradcam_func._forward_mode import (
+    check_tolerance,
+    choose_mode,
+    directions_needed,
+    forward_is_cheaper,
+)
 from layer_inputs import CASES
 from zoo import ZOO
 
@@ -65,6 +77,24 @@ def test_forward_equals_captums_loop_for_all_classes_and_top_k():
     assert_matches(
         top, torch.stack([explainer.attribute(x, row.tolist()).detach() for row in classes])
     )
+
+
+@pytest.mark.parametrize("callables", [0, 1])
+def test_one_callable_or_none_among_index_targets_against_captum(callables):
+    """Forward mode's Jacobian rows in the targets' order, for K index targets with one
+    callable or none; without ReLU the map is linear in the score, so the difference's map
+    is Captum's for class 2 minus Captum's for class 0."""
+    case = ZOO["residual"](torch.float64)
+    x = case.inputs[0]
+    explainer = LayerGradCam(case.model, case.layer)
+    captum = [explainer.attribute(x, k).detach() for k in range(4)]
+    targets, expected = [3, 0], [captum[3], captum[0]]
+    if callables:
+        targets.insert(1, lambda out: out[:, 2] - out[:, 0])
+        expected.insert(1, captum[2] - captum[0])
+    forward = gf.grad_cam(case.model, case.layer, x, targets=targets, autodiff="forward")
+    assert_not_zero(expected[1])
+    assert_matches(forward, torch.stack(expected))
 
 
 def test_params_tuple_inputs_and_layer_inputs():
@@ -144,14 +174,26 @@ def test_a_model_that_mixes_examples_is_caught():
     x = torch.randn(3, 3, 5, 5, dtype=torch.float64)
     with pytest.raises(
         gf.GradCamError,
-        match=r"autodiff='forward'\): the model mixes the "
-        r"examples of the batch.*autodiff='reverse'",
+        match=exactly(
+            "grad_cam(..., autodiff='forward'): the model mixes the examples of the batch "
+            "(the first target's map differs from reverse mode's), so one direction per "
+            "channel cannot serve every example. Use autodiff='reverse'."
+        ),
     ):
         gf.grad_cam(model, "conv", x, targets=[0, 1, 2], autodiff="forward")
     auto = gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20)  # "auto": forward
     assert_matches(
         auto, gf.grad_cam(model, "conv", x, targets=list(range(3)) * 20, autodiff="reverse")
     )
+
+
+@pytest.mark.parametrize(
+    "dtype, rtol",
+    # 1e-3, or 8 machine epsilons where that is coarser: float16 8 x 2**-10, bfloat16 8 x 2**-7.
+    [(torch.float64, 1e-3), (torch.float32, 1e-3), (torch.float16, 2**-7), (torch.bfloat16, 2**-4)],
+)
+def test_the_check_of_the_first_map_allows_eight_epsilons_or_a_thousandth(dtype, rtol):
+    assert check_tolerance(torch.finfo(dtype).eps) == rtol
 
 
 @pytest.mark.parametrize("method", ["layercam", "gradcam++", "eigengradcam", "gradcam_elementwise"])
