@@ -352,9 +352,9 @@ def test_linen_needs_its_variables_and_others_refuse_them(twins):
 @pytest.mark.parametrize("value, shown", [(None, "NoneType None"), ("yes", "str 'yes'")])
 def test_flags_take_true_or_false_only(twins, value, shown):
     """Every JAX entry point refuses a flag that is not a bool, naming itself."""
-    _, x, eqx_model, _ = twins
+    model, x, eqx_model, _ = twins
     xs, nhwc = jnp.asarray(x.numpy()), jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
-    variables = linen_variables(weights(torch_twin()))
+    variables = linen_variables(weights(model))
     runs = {
         ("grad_cam", "relu"): lambda v: gj.grad_cam(
             jnp.tanh, lambda a: a.mean((2, 3)), xs, 0, relu=v
