@@ -214,6 +214,29 @@ def test_the_probe_leaves_the_random_stream_as_one_forward_does():
     assert torch.equal(torch.rand(4), after_captum)
 
 
+class Watched(nn.Module):
+    """Parameters and BatchNorm buffers, and a record of the devices its forward sees."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+        self.devices = []
+
+    def forward(self, x):
+        self.devices.append(x.device.type)
+        return self.fc(self.norm(self.conv(x)).mean((2, 3)))
+
+
+def test_a_model_that_runs_on_meta_is_probed_there_and_run_once_for_real():
+    model = Watched().eval()
+    gf.grad_cam(model, "norm", torch.randn(2, 3, 5, 5), [0, 2])
+    assert model.devices == ["meta", "cpu"]
+    gf.grad_cam(model, "norm", torch.randn(2, 3, 5, 5), 1)  # the shape is cached
+    assert model.devices == ["meta", "cpu", "cpu"]
+
+
 # torch warns once per process when an op without a batching rule runs under vmap, so
 # each side runs in a fresh process.
 _VMAP_WARNING = """
