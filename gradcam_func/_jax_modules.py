@@ -25,7 +25,7 @@ from ._jax_layer_input import input_split, mark
 CALL = "grad_cam_module"
 
 
-def model_kind(model: Any) -> str:
+def model_kind(model: Any, call: str = CALL) -> str:
     """The model's kind: "nnx", "linen" or "equinox"; else a GradCamError naming them."""
     try:
         import flax.linen
@@ -45,7 +45,7 @@ def model_kind(model: Any) -> str:
     except ImportError:
         pass
     raise GradCamError(
-        f"{CALL}(model=...): expected a Flax NNX module (flax.nnx.Module), a Flax Linen "
+        f"{call}(model=...): expected a Flax NNX module (flax.nnx.Module), a Flax Linen "
         "module (flax.linen.Module, with variables=...) or an Equinox module "
         f"(equinox.Module), got {type(model).__name__}. Split any other function by "
         "hand: grad_cam(trunk, head, inputs)."
@@ -75,7 +75,7 @@ def _at(obj: Any, path: Sequence[str]) -> Any:
     return obj
 
 
-def path_of(model: Any, layer: Any) -> tuple[str, ...]:
+def path_of(model: Any, layer: Any, call: str) -> tuple[str, ...]:
     """The attribute path of ``layer`` in ``model``: parsed from a dotted string
     (``"blocks.3.conv"``), or found by identity for a submodule object."""
     if isinstance(layer, str):
@@ -88,20 +88,20 @@ def path_of(model: Any, layer: Any) -> tuple[str, ...]:
                 where = ".".join(path[:depth]) or "the model"
                 names = [n for n, _ in _children(node)]
                 raise GradCamError(
-                    f"{CALL}(..., layer={layer!r}): {where} has no attribute or item "
+                    f"{call}(..., layer={layer!r}): {where} has no attribute or item "
                     f"{name!r}; it has {names}. Name the layer by its attribute path, list "
                     "indices included, e.g. 'layers.2'."
                 ) from None
         if not callable(node):
             raise GradCamError(
-                f"{CALL}(..., layer={layer!r}): that path names a "
+                f"{call}(..., layer={layer!r}): that path names a "
                 f"{type(node).__name__}, not a submodule that is called."
             )
         return path
     found = _search(model, layer, (), set())
     if found is None:
         raise GradCamError(
-            f"{CALL}(..., layer={type(layer).__name__} object): that object is not a "
+            f"{call}(..., layer={type(layer).__name__} object): that object is not a "
             "submodule of the model. Pass a submodule of this model, or its attribute "
             "path as a string."
         )
@@ -152,16 +152,16 @@ def _mark_output(out: Any, seen: list[Any]) -> Any:
     return mark(out)
 
 
-def _checked(seen: list[Any], layer: Any) -> Any:
+def _checked(seen: list[Any], layer: Any, call: str) -> Any:
     name = layer if isinstance(layer, str) else type(layer).__name__
     if not seen:
         raise GradCamError(
-            f"{CALL}(..., layer={name!r}): the layer was never called in the forward "
+            f"{call}(..., layer={name!r}): the layer was never called in the forward "
             "pass, so it has no activation to explain. Pick a layer the model calls."
         )
     if len(seen) > 1:
         raise GradCamError(
-            f"{CALL}(..., layer={name!r}): the layer is called {len(seen)} times in one "
+            f"{call}(..., layer={name!r}): the layer is called {len(seen)} times in one "
             "forward pass, so its activation is ambiguous. Pick a layer that runs once."
         )
     return seen[0]
@@ -187,6 +187,7 @@ def module_layer_vjp(
         per_example=per_example,
         attribute_to_layer_input=attribute_to_layer_input,
         state=state,
+        call="module_layer_vjp",
     )[:3]
 
 
@@ -199,6 +200,7 @@ def module_split(
     per_example: bool | None = None,
     attribute_to_layer_input: bool = False,
     state: Any = None,
+    call: str = CALL,
 ) -> tuple[Any, Any, Callable[[Any], Any], Callable[[Any], Any]]:
     """``(output, activation, pullback, pushforward)`` of an NNX, Linen or Equinox
     ``model`` at ``layer``; pushforward: a tangent at the activation -> the output's.
@@ -213,41 +215,44 @@ def module_split(
     Captum define it. state: an Equinox model's ``eqx.nn.State`` (BatchNorm), called
     as ``model(x, state) -> (output, state)``, under ``jax.vmap(..., axis_name="batch")``
     per example; the state it returns is dropped, so explain a model in inference mode.
+    call: the entry point the errors name.
     """
-    check_flags(CALL, attribute_to_layer_input=attribute_to_layer_input)
-    kind = model_kind(model)
+    check_flags(call, attribute_to_layer_input=attribute_to_layer_input)
+    kind = model_kind(model, call)
     if kind == "linen":
         if variables is None or not isinstance(layer, str):
             raise GradCamError(
-                f"{CALL}(model=<Linen {type(model).__name__}>, ...): a Linen module needs "
+                f"{call}(model=<Linen {type(model).__name__}>, ...): a Linen module needs "
                 "variables=model.init(...) or the trained ones, and the layer as its "
                 "dotted path, e.g. layer='conv2'."
             )
-        forward = _linen_marked(model, variables, layer, attribute_to_layer_input)
-        return input_split(forward, inputs, CALL)
+        forward = _linen_marked(model, variables, layer, attribute_to_layer_input, call)
+        return input_split(forward, inputs, call)
     if state is not None and kind != "equinox":
         raise GradCamError(
-            f"{CALL}(..., state=...): only Equinox models take a separate state; an "
+            f"{call}(..., state=...): only Equinox models take a separate state; an "
             f"{kind} module holds its own. Leave state out."
         )
     if variables is not None:
         raise GradCamError(
-            f"{CALL}(..., variables=...): only Flax Linen modules take variables; an "
+            f"{call}(..., variables=...): only Flax Linen modules take variables; an "
             f"{kind} module holds its own. Leave variables out."
         )
-    path = path_of(model, layer)
+    path = path_of(model, layer, call)
     if per_example is None:
         per_example = kind == "equinox"
     if kind == "equinox":
-        forward = _equinox_marked(model, path, layer, per_example, attribute_to_layer_input, state)
-        return input_split(forward, inputs, CALL)
+        forward = _equinox_marked(
+            model, path, layer, per_example, attribute_to_layer_input, state, call
+        )
+        return input_split(forward, inputs, call)
     if per_example:
         raise GradCamError(
-            f"{CALL}(..., per_example=True): NNX modules take batches; per_example is for "
+            f"{call}(..., per_example=True): NNX modules take batches; per_example is for "
             "Equinox models written for one example."
         )
-    forward = _nnx_marked(model, path, layer, attribute_to_layer_input)
-    (output, new_state), acts, pullback, pushforward = input_split(forward, inputs, CALL)
+    forward = _nnx_marked(model, path, layer, attribute_to_layer_input, call)
+    (output, new_state), acts, pullback, pushforward = input_split(forward, inputs, call)
     _write_back(model, new_state)
     return (
         output,
@@ -281,7 +286,13 @@ def examples_interact(model: Any) -> bool:
 
 
 def _equinox_marked(
-    model: Any, path: Sequence[str], layer: Any, per_example: bool, on_input: bool, state: Any
+    model: Any,
+    path: Sequence[str],
+    layer: Any,
+    per_example: bool,
+    on_input: bool,
+    state: Any,
+    call: str,
 ) -> Callable[[Any], Any]:
     """The Equinox model's forward on a batch, with the layer marking its array."""
     import equinox as eqx
@@ -295,14 +306,14 @@ def _equinox_marked(
         seen: list[Any] = []
         tapped = eqx.tree_at(where, model, _Tap(inner, seen, on_input))
         out = tapped(x) if state is None else tapped(x, state)[0]
-        _checked(seen, layer)
+        _checked(seen, layer, call)
         return out
 
     return jax.vmap(forward, axis_name="batch") if per_example else forward
 
 
 def _nnx_marked(
-    model: Any, path: Sequence[str], layer: Any, on_input: bool
+    model: Any, path: Sequence[str], layer: Any, on_input: bool, call: str
 ) -> Callable[[Any], Any]:
     """A fresh copy of the NNX model's forward, with the layer marking its array:
     ``x -> (output, the copy's state after the forward)``."""
@@ -321,13 +332,15 @@ def _nnx_marked(
             out = copy(x)
         finally:
             _set(parent, path[-1], inner)
-        _checked(seen, layer)
+        _checked(seen, layer, call)
         return out, nnx.state(copy)
 
     return forward
 
 
-def _linen_marked(model: Any, variables: Any, layer: str, on_input: bool) -> Callable[[Any], Any]:
+def _linen_marked(
+    model: Any, variables: Any, layer: str, on_input: bool, call: str
+) -> Callable[[Any], Any]:
     """``model.apply(variables, x)`` with the submodule at ``layer`` marking its array."""
     import flax.linen as nn
 
@@ -346,7 +359,7 @@ def _linen_marked(model: Any, variables: Any, layer: str, on_input: bool) -> Cal
 
         with nn.intercept_methods(interceptor):
             output = model.apply(variables, x)
-        _checked(seen, layer)
+        _checked(seen, layer, call)
         return output
 
     return forward

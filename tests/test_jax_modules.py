@@ -919,3 +919,44 @@ def test_chunk_size_reaches_the_map_over_cotangents(twins, monkeypatch):
     gj.grad_cam_module(eqx_model, "convs.1", xs, targets=[0, 1, 2], chunk_size=2)
     gj.grad_cam_module(eqx_model, "convs.1", xs, targets=[0, 1, 2])
     assert sizes == [2]
+
+
+def test_module_layer_vjp_gives_the_activation_and_its_gradient_as_torch_autograd(twins):
+    """The split itself, against the torch twin: the output, the layer's activation and
+    the pullback of a cotangent at the output, for Equinox (channels-first) and NNX
+    (channels-last)."""
+    model, x, eqx_model, nnx_model = twins
+    seen = []
+    handle = model.conv2.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        output = model(x)
+    finally:
+        handle.remove()
+    cotangent = torch.randn(output.shape, generator=torch.Generator().manual_seed(2))
+    (grad,) = torch.autograd.grad(output, seen[0], cotangent)
+    assert_not_zero(grad)
+    for jax_model, layer, xs, to_layout in [
+        (eqx_model, "convs.1", x.numpy(), lambda a: a),
+        (nnx_model, "conv2", x.numpy().transpose(0, 2, 3, 1), lambda a: a.transpose(0, 3, 1, 2)),
+    ]:
+        out, act, pullback = gj.module_layer_vjp(jax_model, layer, jnp.asarray(xs))
+        assert_arrays_close(out, output.detach().numpy(), torch.float32)
+        assert_arrays_close(to_layout(np.asarray(act)), seen[0].detach().numpy(), torch.float32)
+        assert_arrays_close(
+            to_layout(np.asarray(pullback(jnp.asarray(cotangent.numpy())))),
+            grad.numpy(),
+            torch.float32,
+        )
+
+
+def test_module_layer_vjp_names_itself_in_its_errors(twins):
+    _, x, eqx_model, _ = twins
+    xs = jnp.asarray(x.numpy())
+    with pytest.raises(gj.GradCamError, match=r"^module_layer_vjp\(\.\.\., layer='conv9'\)"):
+        gj.module_layer_vjp(eqx_model, "conv9", xs)
+    with pytest.raises(gj.GradCamError, match=r"^module_layer_vjp\(model=\.\.\.\): expected"):
+        gj.module_layer_vjp(lambda x: x, "conv", xs)
+    with pytest.raises(gj.GradCamError, match=r"^module_layer_vjp\(\.\.\., attribute_to_layer"):
+        gj.module_layer_vjp(eqx_model, "convs.1", xs, attribute_to_layer_input=None)
+    with pytest.raises(gj.GradCamError, match=r"^grad_cam_module\(\.\.\., layer='conv9'\)"):
+        gj.grad_cam_module(eqx_model, "conv9", xs, 0)
