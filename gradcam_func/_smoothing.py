@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ._cam import cam
-from ._checks import GradCamError, as_tensor_tuple
+from ._checks import GradCamError, as_tensor_tuple, check_flags
 from ._targets import TopK
 from ._types import CamResult, Inputs, Layers, Model, Target, Targets
 
@@ -23,6 +23,12 @@ def _repeat_target(target, copies):
     if isinstance(target, torch.Tensor) and target.ndim == 1 and target.numel() > 1:
         return target.repeat(copies)
     return target
+
+
+def _check_options(options, call):
+    """The flags among ``cam``'s options, refused under this call's name if not bools."""
+    flags = ("attribute_to_layer_input", "relu", "sum_channels")
+    check_flags(call, **{name: options[name] for name in flags if name in options})
 
 
 def _explain_copies(model, layer, batches, target, targets, options, call):
@@ -65,6 +71,7 @@ def smooth_cam(
     options: everything ``cam`` takes (method, relu, ...). Returns what ``cam`` does.
     """
     call = "smooth_cam"
+    _check_options(options, call)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise GradCamError(f"{call}(..., samples={samples!r}): expected a positive int.")
     xs = as_tensor_tuple(inputs, call)
@@ -107,6 +114,7 @@ def augmented_cam(
     inputs: images (B, C, *S), flipped along their last axis. Returns what ``cam`` does.
     """
     call = "augmented_cam"
+    _check_options(options, call)
     xs = as_tensor_tuple(inputs, call)
     plan = [(flip, scale) for flip in flips for scale in scales]
     if not plan:

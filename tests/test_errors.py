@@ -724,6 +724,15 @@ FLAGS = [
         )
         for flag in ("relu", "progress")
     ],
+    *[
+        (
+            call,
+            flag,
+            lambda m, x, tmp, v, fn=fn, flag=flag: fn(m, "0", x, 1, **{flag: v}),
+        )
+        for call, fn in (("smooth_cam", gf.smooth_cam), ("augmented_cam", gf.augmented_cam))
+        for flag in ("attribute_to_layer_input", "relu", "sum_channels")
+    ],
     ("load_cams", "with_classes", lambda m, x, tmp, v: gf.load_cams(tmp, with_classes=v)),
     (
         "detection",
