@@ -11,7 +11,7 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 import gradcam_func as gf
-from conftest import FINITE_DIFFERENCES, assert_close, assert_matches
+from conftest import FINITE_DIFFERENCES, assert_close, assert_matches, exactly
 from gradcam_func.methods import METHODS
 from layer_inputs import CASES
 
@@ -196,8 +196,12 @@ def test_a_forward_that_changes_between_runs_is_refused():
 
     with pytest.raises(
         gf.GradCamError,
-        match=r"layer='layer'\): the forward pass runs "
-        r"differently each time.*model.eval\(\)",
+        match=exactly(
+            "grad_cam(..., layer='layer'): the forward pass runs differently each time "
+            "(the layer's tensors change shape or come from other calls between two runs "
+            "on the same inputs), so there is no single activation to explain. Make the "
+            "forward deterministic for the call (model.eval()), or explain another layer."
+        ),
     ):
         gf.grad_cam(
             Restless().double(),
@@ -288,3 +292,71 @@ def test_a_layer_that_starts_returning_its_input_is_probed_again():
     same_tensor = LayerGradCam(model, model.gate).attribute(x, 1).detach()
     assert not torch.allclose(same_tensor, new_tensor)  # the two cases differ here
     assert_matches(gf.grad_cam(model, "gate", x, 1), same_tensor)
+
+
+def test_an_identity_layer_beside_a_layer_explained_at_its_output():
+    """Two layers in one call: the convolution's output is perturbed in its hook (an add),
+    the dropout's output where the tensor it returns was made (the model's own add after
+    the convolution). The hook's add must not count among the model's ops, or the
+    model's add is taken for another one. Each map is Captum's for its layer."""
+
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.drop = nn.Conv2d(3, 3, 3, padding=1), nn.Dropout(0.5)
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.conv(x) + 1.0
+            return self.fc((self.drop(h) * h).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Shifted().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    at_conv, at_drop = gf.grad_cam(model, ["conv", "drop"], x, 1)
+    assert_matches(at_conv, LayerGradCam(model, model.conv).attribute(x, 1).detach())
+    assert_matches(at_drop, LayerGradCam(model, model.drop).attribute(x, 1).detach())
+
+
+class DeviceDependent(nn.Module):
+    """One more tanh before the layer on real devices than on the meta device (a fast
+    path chosen by device type), so the spec from the meta probe names the wrong op.
+    ``fail_on_real_run``: raise a RuntimeError on that run on a real device."""
+
+    def __init__(self, fail_on_real_run=None):
+        super().__init__()
+        self.conv, self.layer = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 4)
+        self.fail_on_real_run, self.real_runs = fail_on_real_run, 0
+
+    def forward(self, x):
+        h = self.conv(x)
+        if x.device.type != "meta":
+            self.real_runs += 1
+            if self.real_runs == self.fail_on_real_run:
+                raise RuntimeError("out of luck")
+            h = torch.tanh(h)
+        h = torch.tanh(h)
+        return self.fc((self.layer(h) + h).mean((2, 3)))
+
+
+def test_a_spec_from_the_meta_device_that_is_stale_is_probed_again_for_real():
+    """The layer's input, also the shortcut, is traced on the meta device to the wrong
+    tanh; the split finds it stale and probes again on the real inputs, at the input."""
+    torch.manual_seed(0)
+    model = DeviceDependent().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    expected = (
+        LayerGradCam(model, model.layer).attribute(x, 1, attribute_to_layer_input=True).detach()
+    )
+    model.real_runs = 0
+    assert_matches(gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True), expected)
+    assert model.real_runs == 3  # the stale split, the probe again, the split
+
+
+def test_a_model_that_fails_when_probed_again_is_named_by_the_call():
+    torch.manual_seed(0)
+    model = DeviceDependent(fail_on_real_run=2).double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    with pytest.raises(gf.GradCamError, match=r"^grad_cam\(.*out of luck"):
+        gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True)
