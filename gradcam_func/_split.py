@@ -344,10 +344,10 @@ def split(
     layer,
     inputs,
     *,
-    additional_forward_args=None,
-    params=None,
-    attribute_to_layer_input=False,
-    call="layer_vjp",
+    additional_forward_args,
+    params,
+    attribute_to_layer_input,
+    call,
 ):
     """The split with everything flat: a ``Split`` (output, tensors, acts, pullback,
     finish, jvp).
@@ -358,7 +358,7 @@ def split(
     ``pullback(cotangents) -> grads``, per layer a tuple, one per act. ``finish()``
     writes the forward's buffer updates (train-mode BatchNorm) into the module: call it
     once the whole call has succeeded, so a call that fails leaves the module as it was.
-    ``jvp(tangents)`` (per layer, one per act) -> the output tensors' tangents.
+    ``jvp(tangents, scaled)`` (per layer, one per act) -> the output tensors' tangents.
     """
     check_flags(call, attribute_to_layer_input=attribute_to_layer_input)
     model = prepare_model(model, call)
@@ -524,7 +524,7 @@ def _split_with(model, modules, args, state, attribute_to_layer_input, specs, ca
     # Forward mode runs the model again for each (vmapped) batch of tangents; a
     # train-mode BatchNorm updates its running statistics on clones there (``run``), which
     # are dropped: the pass above made the one update that ``finish`` writes back.
-    def jvp(tangents, scaled=False):
+    def jvp(tangents, scaled):
         """Tangents per layer, one per act -> the tangents of the output's floating-point
         Tensors (a tuple): the directional derivative through every use of each act.
 
