@@ -364,10 +364,9 @@ def split(
     model = prepare_model(model, call)
     inputs = as_tensor_tuple(inputs, call)
     args = inputs + as_args_tuple(additional_forward_args)
-    if layer is None:
-        from ._layer_choice import choose_layer
+    from ._layer_choice import choose_layer  # it imports this module
 
-        layer = choose_layer(model, layer, args, call)
+    layer = choose_layer(model, layer, args, call)
     layers = layer if isinstance(layer, list) else [layer]
     if not layers:
         raise GradCamError(f"{call}(..., layer=[]): expected at least one layer.")
