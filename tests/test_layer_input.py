@@ -181,7 +181,9 @@ def test_gradient_of_the_cam_matches_finite_differences(name):
 
 
 def test_a_forward_that_changes_between_runs_is_refused():
-    """A model that makes its layer's input in a different call on every run."""
+    """A model that makes its layer's input in a different call on every run: refused
+    after two tries, in five forwards (the probe and the split twice, then a last probe
+    whose spec is not tried)."""
 
     class Restless(nn.Module):
         def __init__(self):
@@ -194,6 +196,7 @@ def test_a_forward_that_changes_between_runs_is_refused():
                 x = x * 1.0
             return self.fc(self.layer(x) + x)
 
+    model, at_input = Restless().double(), dict(attribute_to_layer_input=True)
     with pytest.raises(
         gf.GradCamError,
         match=exactly(
@@ -203,13 +206,8 @@ def test_a_forward_that_changes_between_runs_is_refused():
             "forward deterministic for the call (model.eval()), or explain another layer."
         ),
     ):
-        gf.grad_cam(
-            Restless().double(),
-            "layer",
-            torch.randn(2, 3, dtype=torch.float64),
-            0,
-            attribute_to_layer_input=True,
-        )
+        gf.grad_cam(model, "layer", torch.randn(2, 3, dtype=torch.float64), 0, **at_input)
+    assert model.runs == 5
 
 
 def test_an_identity_layer_output_counts_every_use():
