@@ -319,13 +319,15 @@ def test_an_identity_layer_beside_a_layer_explained_at_its_output():
 class DeviceDependent(nn.Module):
     """One more tanh before the layer on real devices than on the meta device (a fast
     path chosen by device type), so the spec from the meta probe names the wrong op.
-    ``fail_on_real_run``: raise a RuntimeError on that run on a real device."""
+    ``fail_on_real_run``: raise a RuntimeError on that run on a real device;
+    ``layer_on_meta_only``: skip the layer on real devices."""
 
-    def __init__(self, fail_on_real_run=None):
+    def __init__(self, fail_on_real_run=None, layer_on_meta_only=False):
         super().__init__()
         self.conv, self.layer = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
         self.fc = nn.Linear(3, 4)
         self.fail_on_real_run, self.real_runs = fail_on_real_run, 0
+        self.layer_on_meta_only = layer_on_meta_only
 
     def forward(self, x):
         h = self.conv(x)
@@ -334,6 +336,8 @@ class DeviceDependent(nn.Module):
             if self.real_runs == self.fail_on_real_run:
                 raise RuntimeError("out of luck")
             h = torch.tanh(h)
+            if self.layer_on_meta_only:
+                return self.fc(h.mean((2, 3)))
         h = torch.tanh(h)
         return self.fc((self.layer(h) + h).mean((2, 3)))
 
@@ -350,6 +354,25 @@ def test_a_spec_from_the_meta_device_that_is_stale_is_probed_again_for_real():
     model.real_runs = 0
     assert_matches(gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True), expected)
     assert model.real_runs == 3  # the stale split, the probe again, the split
+    model.real_runs = 0  # the fresh spec was kept: the next call runs the model once
+    assert_matches(gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True), expected)
+    assert model.real_runs == 1
+
+
+def test_a_layer_called_on_the_meta_device_only_is_named_as_never_called():
+    """The probe on meta sees the layer; the real forward skips it, and so does the probe
+    made again on the real inputs, whose spec is checked as the first one was."""
+    model = DeviceDependent(layer_on_meta_only=True).double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    with pytest.raises(
+        gf.GradCamError,
+        match=exactly(
+            "grad_cam(..., layer='layer'): the layer was not called during the model's "
+            "forward pass, so it has no activation to explain. Pick a module that the "
+            "forward actually uses (see model.named_modules())."
+        ),
+    ):
+        gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True)
 
 
 def test_a_model_that_fails_when_probed_again_is_named_by_the_call():
@@ -358,3 +381,32 @@ def test_a_model_that_fails_when_probed_again_is_named_by_the_call():
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
     with pytest.raises(gf.GradCamError, match=r"^grad_cam\(.*out of luck"):
         gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True)
+
+
+def test_a_layer_given_no_floats_on_real_devices_only_is_refused_at_its_input():
+    """On the meta device the layer receives the float input; on real ones, integers."""
+
+    class IntsOnRealDevices(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.fc = nn.Identity(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            self.layer(x if x.device.type == "meta" else x.long())
+            return self.fc(x)
+
+    with pytest.raises(
+        gf.GradCamError,
+        match=exactly(
+            "grad_cam(..., layer='layer'): the layer's input holds no floating-point "
+            "Tensor, so there is nothing to attribute to. Pick a layer whose input is a "
+            "float Tensor (or a tuple holding some)."
+        ),
+    ):
+        gf.grad_cam(
+            IntsOnRealDevices().double(),
+            "layer",
+            torch.randn(2, 3, dtype=torch.float64),
+            0,
+            attribute_to_layer_input=True,
+        )
