@@ -612,9 +612,7 @@ def _device(args, state):
     return (floating or tensors)[0].device
 
 
-def forward_with(
-    model, layer, inputs, *, additional_forward_args=None, params=None, replace=None, call="cam"
-):
+def forward_with(model, layer, inputs, *, additional_forward_args, params, call, replace=None):
     """One forward that sees the layer's output: ``(output, tensors)``.
 
     tensors: the floating-point Tensors of the layer's output, as a tuple. With
