@@ -270,7 +270,7 @@ def test_the_default_layer_and_its_warning(name, expected):
     assert gf.default_layer(model, x[:1])[0] == expected  # a batch of one as well
     with pytest.warns(
         gf.LayerChoiceWarning,
-        match=rf"layer=None\): explaining "
+        match=rf"^grad_cam\(\.\.\., layer=None\): explaining "
         rf"'{expected}'.*layer='{expected}'",
     ):
         cam = gf.grad_cam(model, None, x, lambda out: out.logits[:, 1])

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
-from conftest import FINITE_DIFFERENCES
+from conftest import FINITE_DIFFERENCES, assert_not_zero
 
 
 def smooth_model():
@@ -105,3 +105,36 @@ def test_gradcheck_through_multi_target_and_top_k_classes():
     torch.testing.assert_close(
         (jac * direction).sum(dim=tuple(range(-4, 0))), numeric, **FINITE_DIFFERENCES
     )
+
+
+class Attention(nn.Module):
+    """The layer, then self-attention: the CAM's gradient at the layer runs back through
+    attention, so differentiating the CAM needs attention's second derivative. float32,
+    where CPU's scaled_dot_product_attention takes its flash kernel, which has none."""
+
+    def __init__(self, by_hand):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer, self.qkv, self.fc = nn.Linear(8, 8), nn.Linear(8, 24), nn.Linear(8, 3)
+        self.by_hand = by_hand
+
+    def forward(self, x):  # (B, T, 8)
+        h = torch.tanh(self.layer(x))
+        q, k, v = self.qkv(h).view(*h.shape[:2], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        if self.by_hand:
+            a = ((q @ k.transpose(-1, -2)) / 2.0).softmax(-1) @ v
+        else:
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.fc(a.transpose(1, 2).flatten(2).mean(1))
+
+
+def test_a_cam_through_scaled_dot_product_attention_is_differentiable():
+    """torch.func.grad of a CAM loss equals the same model's with attention written out."""
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+
+    def grad_of(model):  # the CAMs are ~1e-2 here: the loss is scaled to gradients ~1
+        return torch.func.grad(lambda x: 1e4 * (gf.grad_cam(model, "layer", x, 1) ** 2).sum())(x)
+
+    expected = grad_of(Attention(by_hand=True))
+    assert_not_zero(expected)
+    torch.testing.assert_close(grad_of(Attention(by_hand=False)), expected, rtol=1e-4, atol=1e-5)
