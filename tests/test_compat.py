@@ -219,14 +219,19 @@ def test_an_unused_layer_gives_zeros_with_materialize_grads():
 
 
 def test_create_graph_gives_a_result_autograd_differentiates_like_captums():
+    """With respect to the inputs and to every weight."""
     case = ZOO["residual"](torch.float64)
     x = case.inputs[0].clone().requires_grad_()
     grad_kwargs = {"create_graph": True}
     ours = LayerGradCam(case.model, case.layer).attribute(x, 1, grad_kwargs=grad_kwargs)
     theirs = CaptumLayerGradCam(case.model, case.layer).attribute(x, 1, grad_kwargs=grad_kwargs)
-    (ours_grad,) = torch.autograd.grad((ours**2).sum(), x)
-    (their_grad,) = torch.autograd.grad((theirs**2).sum(), x)
-    assert_matches(ours_grad, their_grad)
+    weights = list(case.model.parameters())  # the graph reaches the weights as Captum's does
+    unused = dict(allow_unused=True, materialize_grads=True)  # the head's bias: zeros
+    ours_grads = torch.autograd.grad((ours**2).sum(), [x, *weights], **unused)
+    their_grads = torch.autograd.grad((theirs**2).sum(), [x, *weights], **unused)
+    assert_matches(ours_grads[:2], their_grads[:2])  # the input's and the first weight's
+    for ours_grad, their_grad in zip(ours_grads, their_grads, strict=True):
+        assert_close(ours_grad, their_grad)
     assert LayerGradCam(case.model, case.layer).attribute(x, 1).grad_fn is None
 
 
