@@ -144,10 +144,7 @@ def run(model, state, args, call, ops=None):
         ):
             if not isinstance(model, nn.Module):
                 return model(*args), {}
-            buffers = {
-                name: state[name] if state[name] is None else state[name].clone()
-                for name, _ in model.named_buffers()
-            }
+            buffers = {name: state[name].clone() for name, _ in model.named_buffers()}
             return torch.func.functional_call(model, {**state, **buffers}, args), buffers
     except Exception as error:
         if not _raised_by_torch_or_python(error):
