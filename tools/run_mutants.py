@@ -10,9 +10,11 @@ imported torch and the mutated package. Survivors can then be run against more t
     .venv/bin/mutmut results --all true | grep _dataset | cut -d: -f1 > names.txt
     .venv/bin/python tools/run_mutants.py names.txt results.txt -- tests/test_dataset.py
 
-results.txt gets one line per mutant, "name exit-code": 0 survived, 1 killed (a test
-failed), -14 stopped by the timeout; a second run skips the names already there. Each
-mutant's pytest output is in mutants/logs/<name>.log.
+It refuses to start while an unmutated file in mutants/ (a module mutmut copied as is,
+or a test) differs from the source: copy the tests over after changing them. results.txt
+gets one line per mutant, "name exit-code": 0 survived, 1 killed (a test failed), -14
+stopped by the timeout; a second run skips the names already there. Each mutant's pytest
+output is in mutants/logs/<name>.log.
 """
 
 from __future__ import annotations
@@ -26,6 +28,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUTANTS = os.path.join(ROOT, "mutants")
 
 
+TRAMPOLINE = b"from mutmut.mutation.trampoline import"  # in each mutated module
+
+
+def stale_copies() -> list[str]:
+    """The files of mutants/ that mutmut copied unmutated (tests included) and that no
+    longer match the source: the mutants would run against old code or old tests.
+    Mutated modules cannot be compared; regenerate mutants/ when they change."""
+    stale = []
+    for folder in ("gradcam_func", "tests"):
+        for parent, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                source = os.path.join(parent, name)
+                copy = os.path.join(MUTANTS, os.path.relpath(source, ROOT))
+                with open(source, "rb") as f:
+                    wanted = f.read()
+                got = b""
+                if os.path.exists(copy):
+                    with open(copy, "rb") as f:
+                        got = f.read()
+                if got != wanted and TRAMPOLINE not in got:
+                    stale.append(os.path.relpath(source, ROOT))
+    return stale
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", help="a file of mutant names, one per line")
@@ -36,6 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     names_path, results = os.path.abspath(args.names), os.path.abspath(args.results)
 
+    stale = stale_copies()
+    if stale:
+        sys.exit(
+            "mutants/ holds old copies of files that are not mutated; copy them over "
+            "first (cp SOURCE mutants/SOURCE), or regenerate mutants/:\n  " + "\n  ".join(stale)
+        )
     os.chdir(MUTANTS)
     sys.path[:0] = [MUTANTS, os.path.join(MUTANTS, "tests")]
     import pytest
@@ -47,10 +81,9 @@ def main() -> None:
         sys.exit(f"gradcam_func came from {gradcam_func.__file__}, not from {MUTANTS}")
     os.makedirs("logs", exist_ok=True)
 
-    done = set()
-    if os.path.exists(results):
-        with open(results) as f:
-            done = {line.split()[0] for line in f if line.strip()}
+    with open(results, "a+") as f:
+        f.seek(0)
+        done = {line.split()[0] for line in f if line.strip()}
     with open(names_path) as f:
         names = [name for name in f.read().split() if name not in done]
     running: dict[int, str] = {}
