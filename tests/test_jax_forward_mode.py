@@ -240,7 +240,7 @@ def test_a_layer_array_whose_batch_axis_is_not_first(layer, at_input, autodiff):
     expected = captum_maps(model, layer, x, targets, attribute_to_layer_input=at_input)
     jax_targets = [0, jnp.array([1, 2, 0]), lambda out: out[:, 1] - 0.5 * out[:, 2] ** 2]
     eqx_model, xs = EqxMix(weights(model)), jnp.asarray(x.numpy())
-    forward = _equinox_marked(eqx_model, (layer,), layer, True, at_input, None)
+    forward = _equinox_marked(eqx_model, (layer,), layer, True, at_input, None, "test")
     assert "batch_axes=(1,)" in str(jax.make_jaxpr(forward)(xs))  # the case this test is for
     ours = gj.grad_cam_module(
         eqx_model,
