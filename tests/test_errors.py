@@ -406,6 +406,24 @@ def test_integer_images_are_told_to_become_floats(bn_net, x):
     assert isinstance(error.__cause__, RuntimeError)
 
 
+def test_an_error_from_a_torch_submodule_is_named_like_a_builtin_one(x):
+    """torch.linalg's errors are defined in torch._C, not in builtins or torch itself."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def model(x):
+        a = conv(x).flatten(1)[:, :4]
+        return torch.linalg.cholesky(-torch.eye(4) * a.pow(2).sum()).flatten(1)
+
+    with pytest.raises(
+        GradCamError,
+        match=r"^grad_cam\(model, \.\.\.\): the model raised _?LinAlgError while running "
+        r"on inputs \(\(2, 3, 6, 6\) torch.float32\)",
+    ) as info:
+        gf.grad_cam(model, conv, x, 1)
+    assert type(info.value.__cause__).__module__ == "torch._C"
+
+
 def test_integer_token_ids_stay_valid_input():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 3))
@@ -760,3 +778,66 @@ def test_flags_take_true_or_false_only(net, x, tmp_path, call, flag, run, value,
     assert_unchanged(net, (x,), saved)
     assert hooks_of(net) == hooks
     assert list(tmp_path.iterdir()) == []  # explain_dataset wrote nothing
+
+
+class Argsort(nn.Module):
+    def forward(self, h):
+        return h.argsort(-1)
+
+
+class Ranks(nn.Module):
+    """Integer ids in, an embedding, then ``rank``: a layer that returns integers."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.rank, self.fc = nn.Embedding(6, 4), Argsort(), nn.Linear(8, 2)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        return self.fc((h * self.rank(h)).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "layer, at_input, where",
+    [("embed", True, "input"), ("rank", False, "output")],
+)
+def test_a_layer_without_floats_where_it_is_explained_is_refused(layer, at_input, where):
+    torch.manual_seed(0)
+    model, ids = Ranks(), torch.randint(0, 6, (3, 2))
+    raises_untouched(
+        model,
+        ids,
+        exactly(
+            f"grad_cam(..., layer='{layer}'): the layer's {where} holds no floating-point "
+            f"Tensor, so there is nothing to attribute to. Pick a layer whose {where} is a "
+            "float Tensor (or a tuple holding some)."
+        ),
+        lambda: gf.grad_cam(model, layer, ids, 1, attribute_to_layer_input=at_input),
+    )
+
+
+def test_a_layer_input_from_nowhere_the_split_can_see_is_refused():
+    """A tensor kept as a plain attribute (not a parameter, a buffer or an input) is
+    made by no call inside the forward: its other uses cannot be perturbed."""
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.fc, self.offset = nn.Linear(3, 3), nn.Linear(3, 2), torch.ones(2, 3)
+
+        def forward(self, x):
+            return self.fc(self.layer(self.offset) + x)
+
+    torch.manual_seed(0)
+    model, x = Constant(), torch.randn(2, 3)
+    raises_untouched(
+        model,
+        x,
+        exactly(
+            "grad_cam(..., layer='layer', attribute_to_layer_input=True): a tensor the layer "
+            "receives was not made by a torch call, a model input or a parameter that "
+            "gradcam_func can see (a custom C++ op?), so its gradient through every use "
+            "cannot be taken. Explain the output of the layer that makes it instead."
+        ),
+        lambda: gf.grad_cam(model, "layer", x, 1, attribute_to_layer_input=True),
+    )

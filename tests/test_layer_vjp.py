@@ -130,6 +130,34 @@ def test_a_stale_cached_shape_is_corrected():
     assert_close(second, gf.grad_cam(model, model[3], x[..., :6, :6], 1))
 
 
+def test_extra_arguments_that_compare_equal_keep_specs_of_their_own():
+    """``True == 1`` and two lists are unhashable: each extra argument still gets its
+    own cached spec, so once all are cached every call runs the forward once."""
+
+    class Keep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.act, self.runs = nn.Linear(4, 4), nn.Tanh(), 0
+
+        def forward(self, x, keep):
+            self.runs += 1
+            h = self.layer(x)
+            h = h if keep is True else h[:, keep] if isinstance(keep, list) else h[:, :keep]
+            h = self.act(h)
+            return torch.stack([h.sum(1), (h * h).mean(1)], 1)
+
+    torch.manual_seed(0)
+    model, x = Keep().double(), torch.randn(3, 4, dtype=torch.float64)
+    keeps = [True, 1, [0, 2], [0, 1, 3]]
+    for keep in keeps:  # probes each one, then runs it
+        gf.grad_cam(model, "act", x, 1, additional_forward_args=(keep,))
+    model.runs = 0
+    for keep, size in zip(keeps, [4, 1, 2, 3], strict=True):
+        cams = gf.grad_cam(model, "act", x, 1, additional_forward_args=(keep,), sum_channels=False)
+        assert cams.shape == (3, size)
+    assert model.runs == len(keeps)
+
+
 def test_params_and_additional_forward_args_reach_the_forward():
     """With other weights and an extra argument, everything equals autograd by hand on
     a copy of the model that holds those weights, called with that argument."""

@@ -229,11 +229,12 @@ class Watched(nn.Module):
         return self.fc(self.norm(self.conv(x)).mean((2, 3)))
 
 
-def test_a_model_that_runs_on_meta_is_probed_there_and_run_once_for_real():
-    model = Watched().eval()
-    gf.grad_cam(model, "norm", torch.randn(2, 3, 5, 5), [0, 2])
+@pytest.mark.parametrize("at_input", [False, True])
+def test_a_model_that_runs_on_meta_is_probed_there_and_run_once_for_real(at_input):
+    model, options = Watched().eval(), dict(attribute_to_layer_input=at_input)
+    gf.grad_cam(model, "norm", torch.randn(2, 3, 5, 5), [0, 2], **options)
     assert model.devices == ["meta", "cpu"]
-    gf.grad_cam(model, "norm", torch.randn(2, 3, 5, 5), 1)  # the shape is cached
+    gf.grad_cam(model, "norm", torch.randn(2, 3, 5, 5), 1, **options)  # the shape is cached
     assert model.devices == ["meta", "cpu", "cpu"]
 
 
