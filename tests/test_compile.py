@@ -6,6 +6,7 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 import gradcam_func as gf
+import gradcam_func._split
 from conftest import (
     FULLGRAPH,
     MUTMUT_STATS,
@@ -301,6 +302,24 @@ def test_a_layer_shape_changed_since_the_cached_probe_is_probed_again():
     got = explain(x, targets=[0, 1])
     expected = captum_loop(model.net, model.net.conv2, x[..., :5, :5], [0, 1])
     assert_matches(got, expected)
+
+
+def test_a_second_call_on_inputs_of_the_same_signature_probes_nothing(monkeypatch):
+    """The shape probe's spec is cached: inputs of a shape seen before are not probed."""
+    probes, find_spec = [], gradcam_func._split._find_spec
+
+    def counted(*args, **kwargs):
+        probes.append(kwargs["meta"] if "meta" in kwargs else args[-1])
+        return find_spec(*args, **kwargs)
+
+    monkeypatch.setattr(gradcam_func._split, "_find_spec", counted)
+    torch.manual_seed(0)
+    model = PlainCNN().eval()
+    explain = gf.compile_grad_cam(model, "conv2", backend="eager")
+    explain(torch.randn(2, 3, 8, 8), targets=[0, 1])
+    assert probes == [True]  # one probe, on the meta device
+    got = explain(torch.randn(2, 3, 8, 8), targets=[0, 1])
+    assert probes == [True] and got.shape == (2, 2, 1, 8, 8)
 
 
 def test_the_maps_keep_a_low_precision_models_dtype():
