@@ -143,9 +143,9 @@ def _explain(
     sum_channels,
     channel_axis,
     call,
+    autodiff,
+    pushforward,
     chunk_size=None,
-    autodiff="reverse",
-    pushforward=None,
     coupled=False,
 ):
     """Shared by the entry points: cotangents, then the maps by a vmap of the pullback
@@ -438,10 +438,10 @@ def grad_cam_module(
         sum_channels,
         channel_axis,
         "grad_cam_module",
-        chunk_size,
         autodiff,
         pushforward,
-        examples_interact(model),
+        chunk_size=chunk_size,
+        coupled=examples_interact(model),
     )
 
 
