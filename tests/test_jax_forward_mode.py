@@ -340,6 +340,25 @@ def test_a_model_that_mixes_examples_otherwise_is_caught(cnn):
     assert_arrays_close(gj.grad_cam(trunk, head, xs, targets=many), reverse, torch.float32)
 
 
+def test_a_weak_mix_of_examples_in_tiny_scores_is_caught(cnn):
+    """Scores of order 1e-6 with 0.3% of the batch's mean added: forward mode's first map
+    is off by under 0.1% of the map's largest magnitude, below the rtol of 1e-3 alone,
+    and is refused because atol is a tenth of it times that magnitude, however small."""
+    _, x, w = cnn
+    eqx_model = EqxCNN(w)
+    xs = jnp.asarray(x.numpy())
+    trunk = jax.vmap(lambda e: eqx_model.convs[1](jax.nn.relu(eqx_model.convs[0](e))))
+
+    def head(a, mix=0.003):
+        out = jax.vmap(lambda a: eqx_model.fc(jax.nn.relu(a).mean((1, 2))))(a)
+        return 1e-6 * (out + mix * out.mean(0, keepdims=True))
+
+    reverse = np.asarray(gj.grad_cam(trunk, head, xs, targets=[0, 1], autodiff="reverse"))
+    assert 1e-10 < np.abs(reverse).max() < 1e-8
+    with pytest.raises(gj.GradCamError, match=r"the model mixes the examples of the batch"):
+        gj.grad_cam(trunk, head, xs, targets=[0, 1], autodiff="forward")
+
+
 def test_auto_goes_forward_when_the_directions_are_fewer_than_the_targets(cnn, monkeypatch):
     _, x, w = cnn
     calls = []
