@@ -299,16 +299,15 @@ def flax_layer_vjp(
     layer: the submodule's path as a dotted name, e.g. ``"conv2"`` or ``"block.conv"``.
     One forward pass; the activation's shape comes from ``jax.eval_shape`` (no compute).
     """
-    return _flax_split(model, variables, inputs, layer)[:3]
+    return _flax_split(model, variables, inputs, layer, "flax_layer_vjp")[:3]
 
 
-def _flax_split(model, variables, inputs, layer):
+def _flax_split(model, variables, inputs, layer, call):
     """``flax_layer_vjp``'s three and a pushforward: a tangent at the activation -> the
-    output's tangent (a jvp: runs the forward again)."""
+    output's tangent (a jvp: runs the forward again). call: the entry point's name."""
     import flax.linen as nn
 
     path = tuple(layer.split("."))
-    call = "grad_cam_flax"
 
     def run(perturbation):
         seen = []
@@ -366,7 +365,9 @@ def grad_cam_flax(
     activation (B, *S, C) gives (B, *S, 1), or (K, B, *S, 1) for ``targets``.
     autodiff: as in ``grad_cam``.
     """
-    output, acts, pullback, pushforward = _flax_split(model, variables, inputs, layer)
+    output, acts, pullback, pushforward = _flax_split(
+        model, variables, inputs, layer, "grad_cam_flax"
+    )
     return _explain(
         output,
         acts,

@@ -238,6 +238,34 @@ def test_flax_submodule_by_dotted_path_in_a_model_with_keyword_arguments():
     np.testing.assert_allclose(jnp.moveaxis(ours, -1, 1), expected, **TOLERANCES[torch.float32])
 
 
+def test_flax_layer_vjp_gives_the_output_the_activation_and_its_pullback():
+    """flax_layer_vjp at "block.conv": the model's output, the submodule's activation
+    (channels-last, as Flax makes it) and the gradient of a cotangent's dot product with
+    the output at that activation, each against the split written by hand; its errors
+    name flax_layer_vjp."""
+    model = NestedFlaxNet()
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    trunk, head = nested_split(variables["params"])
+    output, act, pullback = gj.flax_layer_vjp(model, variables, x, "block.conv")
+    tolerance = TOLERANCES[torch.float32]
+    np.testing.assert_allclose(output, model.apply(variables, x), **tolerance)
+    np.testing.assert_allclose(act, jnp.moveaxis(trunk(x), 1, -1), **tolerance)
+    cotangent = jax.random.normal(jax.random.PRNGKey(2), output.shape)
+    expected = jax.grad(lambda a: (head(a) * cotangent).sum())(trunk(x))
+    assert float(jnp.abs(expected).max()) > 1e-4
+    np.testing.assert_allclose(jnp.moveaxis(pullback(cotangent), -1, 1), expected, **tolerance)
+    with pytest.raises(
+        GradCamError, match=r"^flax_layer_vjp\(\.\.\., layer='block\.conv9'\): no submodule "
+    ):
+        gj.flax_layer_vjp(model, variables, x, "block.conv9")
+    twice = TwiceNet()
+    with pytest.raises(
+        GradCamError, match=r"^flax_layer_vjp\(\.\.\., layer='shared'\): the submodule is called "
+    ):
+        gj.flax_layer_vjp(twice, twice.init(jax.random.PRNGKey(0), x), x, "shared")
+
+
 def test_flax_activation_keeps_its_dtype():
     """A bfloat16 activation gives a bfloat16 map: the perturbation added at the layer is
     made in the activation's dtype, not float32 (which would promote the rest)."""
