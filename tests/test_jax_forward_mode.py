@@ -314,19 +314,25 @@ def test_batch_statistics_give_each_example_its_own_directions():
     assert not np.allclose(captum_maps(model, "conv1", x, [0]), expected[:1], atol=1e-4)
 
 
-def test_a_model_that_mixes_examples_otherwise_is_caught(cnn):
-    """A head that adds half the batch's mean score mixes examples without a BatchNorm:
-    forward mode's first map is checked against reverse mode's. An explicit "forward"
-    is refused; "auto" falls back to reverse mode."""
+def mixing_split(cnn, mix, scale=1.0):
+    """The Equinox CNN split at its second convolution, with a head whose scores, times
+    ``scale``, get ``mix`` times the batch's mean score added: -> trunk, head, inputs."""
     _, x, w = cnn
     eqx_model = EqxCNN(w)
-    xs = jnp.asarray(x.numpy())
     trunk = jax.vmap(lambda e: eqx_model.convs[1](jax.nn.relu(eqx_model.convs[0](e))))
 
     def head(a):
         out = jax.vmap(lambda a: eqx_model.fc(jax.nn.relu(a).mean((1, 2))))(a)
-        return out + 0.5 * out.mean(0, keepdims=True)
+        return scale * (out + mix * out.mean(0, keepdims=True))
 
+    return trunk, head, jnp.asarray(x.numpy())
+
+
+def test_a_model_that_mixes_examples_otherwise_is_caught(cnn):
+    """A head that adds half the batch's mean score mixes examples without a BatchNorm:
+    forward mode's first map is checked against reverse mode's. An explicit "forward"
+    is refused; "auto" falls back to reverse mode."""
+    trunk, head, xs = mixing_split(cnn, 0.5)
     with pytest.raises(
         gj.GradCamError,
         match=r"^grad_cam\(\.\.\., autodiff='forward'\): the model mixes the examples of the "
@@ -342,17 +348,9 @@ def test_a_model_that_mixes_examples_otherwise_is_caught(cnn):
 
 def test_a_weak_mix_of_examples_in_tiny_scores_is_caught(cnn):
     """Scores of order 1e-6 with 0.3% of the batch's mean added: forward mode's first map
-    is off by under 0.1% of the map's largest magnitude, below the rtol of 1e-3 alone,
-    and is refused because atol is a tenth of it times that magnitude, however small."""
-    _, x, w = cnn
-    eqx_model = EqxCNN(w)
-    xs = jnp.asarray(x.numpy())
-    trunk = jax.vmap(lambda e: eqx_model.convs[1](jax.nn.relu(eqx_model.convs[0](e))))
-
-    def head(a, mix=0.003):
-        out = jax.vmap(lambda a: eqx_model.fc(jax.nn.relu(a).mean((1, 2))))(a)
-        return 1e-6 * (out + mix * out.mean(0, keepdims=True))
-
+    is off by under 0.1% of the map's largest magnitude, within the rtol of 1e-3, and is
+    refused by the atol, a tenth of that rtol times that magnitude however small."""
+    trunk, head, xs = mixing_split(cnn, 0.003, scale=1e-6)
     reverse = np.asarray(gj.grad_cam(trunk, head, xs, targets=[0, 1], autodiff="reverse"))
     assert 1e-10 < np.abs(reverse).max() < 1e-8
     with pytest.raises(gj.GradCamError, match=r"the model mixes the examples of the batch"):
