@@ -274,7 +274,7 @@ def _check_eigen_convention(method, convention, call):
     )
     if convention not in offered:
         raise GradCamError(
-            f"cam(..., method={method!r}, convention={convention!r}): "
+            f"{call}(..., method={method!r}, convention={convention!r}): "
             f"{method} offers the conventions {', '.join(map(repr, offered))}."
         )
 

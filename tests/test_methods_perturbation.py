@@ -39,6 +39,21 @@ def minmax(t, eps=0.0):
     return (t - low) / (high - low + eps) if high > low or eps else torch.zeros_like(t)
 
 
+@pytest.fixture(params=["a layer", "a list of one layer"])
+def cam_at(request):
+    """gf.cam at one layer, given as is or as a list of one (its one map unwrapped): the
+    list's calls must get every option that the single call gets."""
+
+    def call(model, layer, *args, **kwargs):
+        if request.param == "a layer":
+            return gf.cam(model, layer, *args, **kwargs)
+        maps = gf.cam(model, [layer], *args, **kwargs)
+        assert isinstance(maps, list) and len(maps) == 1, type(maps)
+        return maps[0]
+
+    return call
+
+
 def score_cam_loop(model, x, acts, cls, convention, sum_channels=True):
     """Wang et al.'s Score-CAM one masked image at a time; the libraries' variants.
     (B, 1, H, W), or (B, C, H, W) per channel without ``sum_channels``."""
@@ -77,16 +92,16 @@ def score_cam_loop(model, x, acts, cls, convention, sum_channels=True):
 
 
 @pytest.mark.parametrize("convention", ["paper", "pytorch-grad-cam", "torchcam"])
-def test_score_cam_equals_the_loop(convention):
+def test_score_cam_equals_the_loop(convention, cam_at):
     model, x, acts = setup()
     for cls in (0, 3):
-        ours = gf.cam(
+        ours = cam_at(
             model, "layer", x, cls, method="scorecam", convention=convention, batch_size=3
         )
         assert_matches(ours, score_cam_loop(model, x, acts, cls, convention))
 
 
-def test_smoothed_and_integrated_score_cam_equal_the_loop():
+def test_smoothed_and_integrated_score_cam_equal_the_loop(cam_at):
     """SS-CAM: noise on the [0, 1] masks, drawn for all B * C * N copies at once (one
     batch); IS-CAM: masks scaled by the cumulative sums of i / N. Both: the increase of
     the logit over the clean input's, averaged over samples, softmax over channels."""
@@ -128,7 +143,7 @@ def test_smoothed_and_integrated_score_cam_equal_the_loop():
                             mask = coefficients[i] * masks[b, c]
                         gains[c] += (model(x[b : b + 1] * mask)[0, 2] - clean[b, 2]) / n
                 expected.append((gains.softmax(0).view(-1, 1, 1) * acts[b]).sum(0, keepdim=True))
-            ours = gf.cam(
+            ours = cam_at(
                 model,
                 "layer",
                 x,
@@ -169,17 +184,17 @@ def ablation_loop(model, x, acts, cls, value_of, sum_channels=True):
     return torch.stack(cams)
 
 
-def test_ablation_cam_equals_the_loop():
+def test_ablation_cam_equals_the_loop(cam_at):
     model, x, acts = setup()
     assert_matches(
-        gf.cam(model, "layer", x, 1, method="ablationcam", batch_size=2),
+        cam_at(model, "layer", x, 1, method="ablationcam", batch_size=2),
         ablation_loop(model, x, acts, 1, lambda a: 0.0),
     )
     pytorch_grad_cam = ablation_loop(
         model, x, acts, 1, lambda a: 0.0 if a.min() == 0 else a.min() - 1e7
     )
     assert_matches(
-        gf.cam(model, "layer", x, 1, method="ablationcam", convention="pytorch-grad-cam"),
+        cam_at(model, "layer", x, 1, method="ablationcam", convention="pytorch-grad-cam"),
         pytorch_grad_cam,
     )
 
@@ -217,7 +232,9 @@ def test_per_example_targets_score_each_example_at_its_own_class(method):
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
 @pytest.mark.parametrize("sum_channels", [True, False])
-def test_relu_and_sum_channels_of_gradient_free_methods_against_the_loops(method, sum_channels):
+def test_relu_and_sum_channels_of_gradient_free_methods_against_the_loops(
+    method, sum_channels, cam_at
+):
     model, x, acts = setup()
     if method == "scorecam":
         expected = score_cam_loop(model, x, acts, 3, "paper", sum_channels=sum_channels)
@@ -225,7 +242,7 @@ def test_relu_and_sum_channels_of_gradient_free_methods_against_the_loops(method
         expected = ablation_loop(model, x, acts, 3, lambda a: 0.0, sum_channels=sum_channels)
     assert (expected < 0).any() and (expected > 0).any(), "ReLU would change nothing"
     for relu in (False, True):
-        ours = gf.cam(model, "layer", x, 3, method=method, relu=relu, sum_channels=sum_channels)
+        ours = cam_at(model, "layer", x, 3, method=method, relu=relu, sum_channels=sum_channels)
         assert_matches(ours, expected.clamp_min(0) if relu else expected)
 
 
@@ -291,13 +308,24 @@ def test_targets_share_the_forwards_and_equal_the_loop(method):
 
 
 @pytest.mark.parametrize("batch_size, batches", [(5, 1), (None, 1), (2, 3)])
-def test_ablation_runs_the_trunk_once_per_batch_of_channels(batch_size, batches):
+def test_ablation_runs_the_trunk_once_per_batch_of_channels(batch_size, batches, cam_at):
     model, x, _ = setup()
     model.stem = Counted(model.stem)
-    gf.cam(model, "layer", x, 0, method="ablationcam", batch_size=batch_size)
+    cam_at(model, "layer", x, 0, method="ablationcam", batch_size=batch_size)
     # one forward for the activation, one clean head pass, one vmapped call per batch
     # of the 5 channels
     assert model.stem.calls == 2 + batches
+
+
+@pytest.mark.parametrize("batch_size, batches", [(10, 1), (None, 1), (3, 4)])
+def test_score_cam_runs_one_forward_per_batch_of_masked_copies(batch_size, batches):
+    """2 examples x 5 channels: 10 masked copies, one each (Score-CAM draws no
+    samples), batch_size to a forward, after the forward for the maps (the paper's
+    Score-CAM scores no clean input)."""
+    model, x, _ = setup()
+    model.stem = Counted(model.stem)
+    gf.cam(model, "layer", x, 0, method="scorecam", batch_size=batch_size)
+    assert model.stem.calls == 1 + batches
 
 
 @pytest.mark.parametrize(
@@ -331,24 +359,28 @@ def test_ablation_runs_the_trunk_once_per_batch_of_channels(batch_size, batches)
         ),
         (
             dict(method="scorecam", convention="captum"),
-            r"convention='captum'\): scorecam offers "
-            r"the conventions 'paper', "
-            r"'pytorch-grad-cam', 'torchcam'",
+            r"^cam\(\.\.\., method='scorecam', convention='captum'\): scorecam offers "
+            r"the conventions 'paper', 'pytorch-grad-cam', 'torchcam'\.$",
         ),
         (
-            dict(method="eigencam", sum_channels=False),
-            r"sum_channels=False\): the principal "
-            r"component is one map",
+            dict(method="eigencam", convention="torchcam"),
+            r"^cam\(\.\.\., method='eigencam', convention='torchcam'\): eigencam offers "
+            r"the conventions 'paper', 'pytorch-grad-cam'\.$",
+        ),
+        (
+            dict(method="eigengradcam", sum_channels=False),
+            r"^cam\(\.\.\., method='eigengradcam', sum_channels=False\): the principal "
+            r"component is one map, not one per channel\. Drop sum_channels\.$",
         ),
         (dict(method="sscam", samples=0), r"samples=0\): expected a positive int"),
         (dict(method="sscam", samples=True), r"samples=True\): expected a positive int"),
         (dict(method="iscam", samples=1.5), r"samples=1.5\): expected a positive int"),
     ],
 )
-def test_bad_arguments(kwargs, fragment):
+def test_bad_arguments(kwargs, fragment, cam_at):
     model, x, _ = setup()
     with pytest.raises(gf.GradCamError, match=fragment):
-        gf.cam(model, "layer", x, 0, **kwargs)
+        cam_at(model, "layer", x, 0, **kwargs)
 
 
 def test_masking_needs_a_floating_input_of_the_maps_rank():
@@ -394,35 +426,56 @@ class Bound(nn.Module):
         return self.model(x, self.shift.expand(len(x), -1), self.factor)
 
 
-@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
-def test_gradient_free_methods_take_tuple_inputs_extra_arguments_and_params(method):
-    """The first input is masked, the second passed per example, the extra argument
-    as given, and params= replaces the module's parameters: against the loops on
-    the model whose parameters they are, one example at a time."""
-    model, other = TwoInputs(0).double().eval(), TwoInputs(1).double().eval()
-    _, x, _ = setup()
-    shift = torch.tensor([[0.0, 3.0, -2.0, 1.0], [2.0, -1.0, 0.5, 0.0]], dtype=torch.float64)
+def two_inputs_loop(method, model, x, shift, factor):
+    """The loops on TwoInputs ``model`` one example at a time, its shift and factor
+    bound (the paper's conventions, class 1): (B, 1, 4, 4)."""
     expected = []
-    for b in range(2):
-        bound = Bound(other, shift[b : b + 1], 2.5)
+    for b in range(len(x)):
+        bound = Bound(model, shift[b : b + 1], factor)
         with torch.no_grad():
-            acts = bound.layer(torch.relu(other.net.stem(x[b : b + 1])))
+            acts = bound.layer(torch.relu(model.net.stem(x[b : b + 1])))
         if method == "scorecam":
             expected.append(score_cam_loop(bound, x[b : b + 1], acts, 1, "paper"))
         else:
             expected.append(ablation_loop(bound, x[b : b + 1], acts, 1, lambda a: 0.0))
     expected = torch.cat(expected)
     assert_not_zero(expected)
-    ours = gf.cam(
+    return expected
+
+
+SHIFT = torch.tensor([[0.0, 3.0, -2.0, 1.0], [2.0, -1.0, 0.5, 0.0]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_gradient_free_methods_take_tuple_inputs_extra_arguments_and_params(method, cam_at):
+    """The first input is masked, the second passed per example, the extra argument
+    as given, and params= replaces the module's parameters: against the loops on
+    the model whose parameters they are, one example at a time."""
+    model, other = TwoInputs(0).double().eval(), TwoInputs(1).double().eval()
+    _, x, _ = setup()
+    ours = cam_at(
         model,
         "net.layer",
-        (x, shift),
+        (x, SHIFT),
         1,
         method=method,
         additional_forward_args=(2.5,),
         params=dict(other.named_parameters()),
     )
-    assert_matches(ours, expected)
+    assert_matches(ours, two_inputs_loop(method, other, x, SHIFT, 2.5))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_without_a_layer_the_probe_gets_tuple_inputs_and_extra_arguments(method):
+    model, x = TwoInputs(0).double().eval(), setup()[1]
+    with pytest.warns(gf.LayerChoiceWarning, match=r"explaining 'net\.layer'"):
+        ours = gf.cam(model, None, (x, SHIFT), 1, method=method, additional_forward_args=2.5)
+    assert_matches(ours, two_inputs_loop(method, model, x, SHIFT, 2.5))
+
+
+def test_without_a_layer_a_bad_model_is_refused_by_name():
+    with pytest.raises(gf.GradCamError, match=r"^cam\(model=\.\.\.\): expected an nn\.Module"):
+        gf.cam("not a model", None, setup()[1], 0, method="scorecam")
 
 
 def test_eigen_cam_honours_relu_and_the_convention_with_or_without_targets():
@@ -511,6 +564,58 @@ def test_a_model_that_fails_on_the_ablated_forwards_is_named():
         match=r"^cam\(model, \.\.\.\): the model raised RuntimeError .*data-dependent",
     ):
         gf.cam(model, "layer", x, 0, method="ablationcam")
+
+
+class TwoAtATime(Net):
+    """Net that refuses more than two images in a forward."""
+
+    def forward(self, x):
+        if len(x) > 2:
+            raise ValueError(f"at most two images, got {len(x)}")
+        return super().forward(x)
+
+
+def test_a_model_that_fails_on_the_masked_forwards_is_named():
+    model, x = TwoAtATime().double().eval(), setup()[1]
+    model(x)  # the forward for the maps runs
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^cam\(model, \.\.\.\): the model raised ValueError .*at most two images, got 4",
+    ):
+        gf.cam(model, "layer", x, 0, method="scorecam", batch_size=4)
+
+
+class Twice(nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        maps = self.conv(x)
+        return maps, -maps
+
+
+class TwiceNet(Net):
+    """Net whose layer returns its maps and their negatives."""
+
+    def __init__(self):
+        super().__init__()
+        self.twice = Twice(self.layer)
+
+    def forward(self, x):
+        maps, negated = self.twice(torch.relu(self.stem(x)))
+        return self.head(torch.relu(maps - negated).mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "eigencam"])
+def test_a_gradient_free_method_needs_a_layer_of_one_tensor(method):
+    model, x = TwiceNet().double().eval(), setup()[1]
+    with pytest.raises(
+        gf.GradCamError,
+        match=rf"^cam\(\.\.\., layer=\.\.\., method='{method}'\): the layer's output holds 2 "
+        rf"tensors; {method} needs one\.$",
+    ):
+        gf.cam(model, "twice", x, 0, method=method)
 
 
 class Tagged(nn.Module):

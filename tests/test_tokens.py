@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import gradcam_func as gf
-from conftest import assert_close
+from conftest import assert_close, assert_matches
 from gradcam_func._tokens import infer_token_grid, to_channels_first
 
 
@@ -174,3 +174,74 @@ def test_token_grid_auto_refuses_nine_prefix_tokens_and_ambiguous_counts():
         r"token_grid=\(2, 2\), prefix_tokens=5; token_grid=\(1, 1\), prefix_tokens=8\)\. ",
     ):
         infer_token_grid(9, (6, 6))
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_ablation_cam_on_a_token_grid_equals_a_loop(listed):
+    """Ablation-CAM with channel_axis=-1, token_grid=(4, 4), prefix_tokens=1, at the layer
+    and at a list of it: each of the 12 dims zeroed in every token in turn, (y - y_d) / y
+    its weight, the patch tokens' weighted sum laid on the grid."""
+    torch.manual_seed(0)
+    model = TinyViT().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    kept = []
+    handle = model.block.register_forward_hook(lambda _, __, out: kept.append(out))
+    with torch.no_grad():
+        y = model(x)[:, 2]
+    handle.remove()
+    acts, weights = kept[0], []
+    for d in range(acts.shape[-1]):
+
+        def ablate(_, __, out, d=d):
+            out = out.clone()
+            out[..., d] = 0.0
+            return out
+
+        handle = model.block.register_forward_hook(ablate)
+        with torch.no_grad():
+            weights.append((y - model(x)[:, 2]) / y)
+        handle.remove()
+    w = torch.stack(weights, 1)  # (2, 12)
+    expected = (acts[:, 1:] * w[:, None]).sum(-1).reshape(2, 1, 4, 4)
+    layer = [model.block] if listed else model.block
+    got = gf.cam(
+        model,
+        layer,
+        x,
+        2,
+        method="ablationcam",
+        channel_axis=-1,
+        token_grid=(4, 4),
+        prefix_tokens=1,
+    )
+    assert_matches(got[0] if listed else got, expected)
+
+
+class ShiftedViT(MeanPooledViT):
+    """MeanPooledViT's logits plus a per-example shift, its second input (B, 3)."""
+
+    def forward(self, x, shift):
+        return super().forward(x) + shift
+
+
+def test_token_grid_auto_reads_the_image_size_from_the_first_input():
+    """token_grid='auto' with inputs (image, shift): LayerCAM (the 16 patch tokens'
+    sum_d relu(g_d) A_d) by autograd, on the 4 x 4 grid that the image's 16 x 16 implies."""
+    torch.manual_seed(0)
+    model = ShiftedViT().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    shift = torch.randn(2, 3, dtype=torch.float64)
+    kept = []
+
+    def keep(_, __, out):
+        out.retain_grad()
+        kept.append(out)
+
+    handle = model.block.register_forward_hook(keep)
+    model(x, shift)[:, 2].sum().backward()
+    handle.remove()
+    model.zero_grad()
+    acts = kept[0]
+    expected = (acts.grad.clamp_min(0) * acts).sum(-1).reshape(2, 1, 4, 4).detach()
+    got = gf.cam(model, model.block, (x, shift), 2, method="layercam", token_grid="auto")
+    assert_matches(got, expected)
