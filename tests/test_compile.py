@@ -103,6 +103,30 @@ def test_relu_sum_channels_and_chunks_against_captum():
         assert_matches(explain(x, targets=[0, 1, 3]), expected)
 
 
+class Shifted(nn.Module):
+    """Residual's logits times an extra argument ``scale``, plus a second input (B, 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = residual()
+
+    def forward(self, x, shift, scale):
+        return self.net(x) * scale + shift
+
+
+def test_tuple_inputs_and_extra_arguments_against_captum():
+    model, x, shift = Shifted().eval(), torch.randn(3, 3, 6, 6), torch.randn(3, 4)
+    scale = torch.tensor(-1.5)
+    backend = Counted()
+    explain = gf.compile_grad_cam(model, "net.conv", backend=backend, fullgraph=FULLGRAPH)
+    expected = captum_loop(
+        model, model.net.conv, (x, shift), [0, 3], additional_forward_args=(scale,)
+    )
+    got = explain((x, shift), targets=[0, 3], additional_forward_args=(scale,))
+    assert_matches(got, expected)
+    assert_one_graph(backend)
+
+
 def test_inductor_compiles_it_and_matches_captum():
     model, x = residual(2), torch.randn(2, 3, 6, 6)
     explain = gf.compile_grad_cam(model, "conv", fullgraph=FULLGRAPH)
@@ -131,8 +155,17 @@ def test_the_module_hooks_and_inputs_are_left_as_they_were_also_after_an_error()
     before_hooks, saved = hooks_of(model), snapshot(model, (x,))
     explain = gf.compile_grad_cam(model, "conv", backend="eager")
     explain(x, targets=[0, 1])
-    with pytest.raises(gf.GradCamError, match="out of range for the model's 4 classes"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^compile_grad_cam\(\.\.\.\)\(inputs, targets=\.\.\.\): class index 4 is out of "
+        r"range for the model's 4 classes\.$",
+    ):
         explain(x, targets=[1, 4])
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^compile_grad_cam\(\.\.\.\)\(inputs, target=\.\.\.\): class index 5",
+    ):
+        explain(x, target=5)
     assert hooks_of(model) == before_hooks
     assert_unchanged(model, (x,), saved)
 
@@ -183,7 +216,15 @@ class ThreeDimensional(PlainCNN):
         ),
         (residual, "conv", dict(targets="every"), r"targets=\.\.\.\): .* got 'every'"),
         (residual, "conv", dict(target=1.5), r"\(inputs, target=\.\.\.\): expected class"),
-        (residual, "conv", dict(targets=[1.5]), r"expected class indices.*got \[1.5\]"),
+        (
+            residual,
+            "conv",
+            dict(targets=[1.5]),
+            r"^compile_grad_cam\(\.\.\.\)\(inputs, targets=\.\.\.\): expected class indices: an "
+            r"int or 2 ints \(one per example\) per target, a sequence of those, an integer "
+            r"Tensor \(K,\) or \(K, 2\), or 'all'; got \[1\.5\] \(not integer class indices\)\. "
+            r"For callables, tuples or top_k, use grad_cam\.$",
+        ),
         (residual, "conv", dict(targets=[torch.tensor([1, 2, 3])]), r"3 indices for 2 examples"),
         (residual, "conv", dict(targets=[-1]), r"must be >= 0; got -1"),
         (residual, "conv", dict(targets=[]), r"expected at least one target"),
@@ -192,8 +233,10 @@ class ThreeDimensional(PlainCNN):
             DictOutput,
             "net.conv2",
             dict(targets=[1]),
-            r"Tensor of class scores \(B, N\) .*got a dict\. .* use grad_cam, or wrap the "
-            r"model so it returns the scores\.",
+            r"^compile_grad_cam: the model's output must be a Tensor of class scores \(B, N\) "
+            r"for class-index targets; got a dict\. For other outputs and targets \(a callable "
+            r"score, a HuggingFace output\) use grad_cam, or wrap the model so it returns the "
+            r"scores\.$",
         ),
         (
             ThreeDimensional,
@@ -238,12 +281,34 @@ def test_bad_arguments_name_what_was_expected(make, layer, kwargs, message):
 
 
 def test_the_model_and_layer_are_checked_when_the_explainer_is_made():
-    with pytest.raises(gf.GradCamError, match=r"expected an nn.Module.*function"):
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^compile_grad_cam\(model=\.\.\.\): expected an nn\.Module or a callable",
+    ):
+        gf.compile_grad_cam("not a model", "conv")
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^compile_grad_cam\(model=\.\.\.\): expected an nn\.Module \(its parameters go into "
+        r"the compiled graph\); got a function\. Use grad_cam for a plain callable\.$",
+    ):
         gf.compile_grad_cam(lambda x: x, "conv")
-    with pytest.raises(gf.GradCamError, match="conv9"):
+    with pytest.raises(gf.GradCamError, match=r"^compile_grad_cam\(\.\.\., layer='conv9'\)"):
         gf.compile_grad_cam(residual(), "conv9")
-    with pytest.raises(gf.GradCamError, match="chunk_size=0"):
+    with pytest.raises(gf.GradCamError, match=r"^compile_grad_cam\(\.\.\., chunk_size=0\)"):
         gf.compile_grad_cam(residual(), "conv", chunk_size=0)
+
+
+def test_the_explainers_checks_of_its_arguments_name_it():
+    explain = gf.compile_grad_cam(residual(), "conv", backend="eager")
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^compile_grad_cam\(\.\.\., target=\.\.\., targets=\.\.\.\): pass one",
+    ):
+        explain(torch.randn(2, 3, 6, 6), target=1, targets=[1])
+    with pytest.raises(
+        gf.GradCamError, match=r"^compile_grad_cam\(\.\.\., inputs=\.\.\.\): expected a Tensor"
+    ):
+        explain([1.0, 2.0], 1)
 
 
 def test_a_layer_called_twice_is_refused():
@@ -302,6 +367,26 @@ def test_a_layer_shape_changed_since_the_cached_probe_is_probed_again():
     got = explain(x, targets=[0, 1])
     expected = captum_loop(model.net, model.net.conv2, x[..., :5, :5], [0, 1])
     assert_matches(got, expected)
+
+
+class Shrinking(Crop):
+    """Crop that crops one pixel more at each forward."""
+
+    def forward(self, x):
+        self.size -= 1
+        return super().forward(x)
+
+
+def test_a_layer_whose_shape_changes_at_every_run_is_refused():
+    torch.manual_seed(0)
+    model, x = Shrinking().eval(), torch.randn(2, 3, 8, 8)
+    explain = gf.compile_grad_cam(model, "net.conv2", backend="eager")
+    with pytest.raises(
+        gf.GradCamError,
+        match=r"^compile_grad_cam\(model, layer\): the layer's output changes shape between two "
+        r"runs on the same inputs, so it cannot be compiled as one graph\. Use grad_cam\.$",
+    ):
+        explain(x, targets=[0, 1])
 
 
 def test_a_second_call_on_inputs_of_the_same_signature_probes_nothing(monkeypatch):
