@@ -1,5 +1,7 @@
 """layer_vjp: the pullback is the gradient at the layer, and the forward runs once."""
 
+from collections import UserList
+
 import pytest
 import torch
 from torch import nn
@@ -131,8 +133,9 @@ def test_a_stale_cached_shape_is_corrected():
 
 
 def test_extra_arguments_that_compare_equal_keep_specs_of_their_own():
-    """``True == 1`` and two lists are unhashable: each extra argument still gets its
-    own cached spec, so once all are cached every call runs the forward once."""
+    """``True == 1``, two lists are unhashable, and a list and a ``UserList`` print
+    alike: each extra argument still gets its own cached spec, so once all are cached
+    every call runs the forward once."""
 
     class Keep(nn.Module):
         def __init__(self):
@@ -142,17 +145,20 @@ def test_extra_arguments_that_compare_equal_keep_specs_of_their_own():
         def forward(self, x, keep):
             self.runs += 1
             h = self.layer(x)
-            h = h if keep is True else h[:, keep] if isinstance(keep, list) else h[:, :keep]
+            if isinstance(keep, UserList):  # read otherwise than the list it prints as
+                h = h[:, : len(keep) + 1]
+            else:
+                h = h if keep is True else h[:, keep] if isinstance(keep, list) else h[:, :keep]
             h = self.act(h)
             return torch.stack([h.sum(1), (h * h).mean(1)], 1)
 
     torch.manual_seed(0)
     model, x = Keep().double(), torch.randn(3, 4, dtype=torch.float64)
-    keeps = [True, 1, [0, 2], [0, 1, 3]]
+    keeps = [True, 1, [0, 2], [0, 1, 3], UserList([0, 2])]
     for keep in keeps:  # probes each one, then runs it
         gf.grad_cam(model, "act", x, 1, additional_forward_args=(keep,))
     model.runs = 0
-    for keep, size in zip(keeps, [4, 1, 2, 3], strict=True):
+    for keep, size in zip(keeps, [4, 1, 2, 3, 3], strict=True):
         cams = gf.grad_cam(model, "act", x, 1, additional_forward_args=(keep,), sum_channels=False)
         assert cams.shape == (3, size)
     assert model.runs == len(keeps)
