@@ -17,7 +17,7 @@ from ._targets import TopK
 from ._tokens import to_channels_first
 from ._types import Autodiff, CamResult, ChunkSize, Inputs, Layers, Model, Params, Target, Targets
 from .methods import METHODS
-from .methods.perturbation import ablation_weights, check_convention, masking_weights
+from .methods.perturbation import CONVENTIONS, ablation_weights, masking_weights
 from .ops import relu as _relu
 
 __all__ = ["cam"]
@@ -25,6 +25,12 @@ __all__ = ["cam"]
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SAMPLES = {"sscam": 35, "iscam": 10}
 DEFAULT_NOISE = 2.0  # SS-CAM's noise on the [0, 1] masks, torchcam's default
+# The conventions of each method that has more than the paper's.
+_CONVENTIONS = {
+    **CONVENTIONS,
+    "eigencam": ("paper", "pytorch-grad-cam"),
+    "eigengradcam": ("paper", "pytorch-grad-cam"),
+}
 
 
 def _eigen_options(method, convention):
@@ -106,10 +112,7 @@ def cam(
             f"cam(..., method={method!r}): expected one of {', '.join(map(repr, METHODS))}."
         )
     kind = METHODS[method].kind
-    check_convention(method, convention, call) if kind in (
-        "masking",
-        "ablation",
-    ) else _check_eigen_convention(method, convention, call)
+    _check_convention(method, convention, call)
     first = inputs[0] if isinstance(inputs, tuple) else inputs
     image_size = tuple(first.shape[2:]) if isinstance(first, torch.Tensor) else None
     layout = functools.partial(
@@ -268,10 +271,9 @@ def _per_layer(model, layers, inputs, target, **options):
     return results
 
 
-def _check_eigen_convention(method, convention, call):
-    offered = (
-        ("paper", "pytorch-grad-cam") if method in ("eigencam", "eigengradcam") else ("paper",)
-    )
+def _check_convention(method, convention, call):
+    """Raise unless ``convention`` is one that ``method`` offers."""
+    offered = _CONVENTIONS.get(method, ("paper",))
     if convention not in offered:
         raise GradCamError(
             f"{call}(..., method={method!r}, convention={convention!r}): "

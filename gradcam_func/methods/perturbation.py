@@ -40,7 +40,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._checks import GradCamError
 from .._grad_cam import vmap_quietly
 from .._interpolate import interpolate
 from ..ops import normalize
@@ -166,13 +165,3 @@ def ablation_weights(
     # the relative drop is undefined for a score of 0: such a target gets weights 0
     safe = torch.where(clean == 0, torch.ones_like(clean), clean)
     return torch.where(clean == 0, torch.zeros_like(ablated), (clean - ablated) / safe)
-
-
-def check_convention(method, convention, call):
-    """Raise unless ``convention`` is one ``method`` offers."""
-    offered = CONVENTIONS.get(method, ("paper",))
-    if convention not in offered:
-        raise GradCamError(
-            f"{call}(..., method={method!r}, convention={convention!r}): {method} offers "
-            f"the conventions {', '.join(map(repr, offered))}."
-        )
