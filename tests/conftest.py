@@ -1,10 +1,13 @@
-"""Shared test settings: hypothesis profiles and the one tolerance table."""
+"""Shared test settings: hypothesis profiles, the one tolerance table, and fixtures."""
 
 import os
 import re
 
+import pytest
 import torch
 from hypothesis import settings
+
+import gradcam_func as gf
 
 settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=60, deadline=None)
@@ -93,3 +96,18 @@ def hooks_of(model):
         for name, m in model.named_modules()
         if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
     ]
+
+
+@pytest.fixture(params=["a layer", "a list of one layer"])
+def cam_at(request):
+    """gf.cam at one layer, given as is or as a list of one (its one map unwrapped): the
+    list's calls must get every option that the single call gets."""
+
+    def call(model, layer, *args, **kwargs):
+        if request.param == "a layer":
+            return gf.cam(model, layer, *args, **kwargs)
+        maps = gf.cam(model, [layer], *args, **kwargs)
+        assert isinstance(maps, list) and len(maps) == 1, type(maps)
+        return maps[0]
+
+    return call

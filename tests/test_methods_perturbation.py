@@ -39,21 +39,6 @@ def minmax(t, eps=0.0):
     return (t - low) / (high - low + eps) if high > low or eps else torch.zeros_like(t)
 
 
-@pytest.fixture(params=["a layer", "a list of one layer"])
-def cam_at(request):
-    """gf.cam at one layer, given as is or as a list of one (its one map unwrapped): the
-    list's calls must get every option that the single call gets."""
-
-    def call(model, layer, *args, **kwargs):
-        if request.param == "a layer":
-            return gf.cam(model, layer, *args, **kwargs)
-        maps = gf.cam(model, [layer], *args, **kwargs)
-        assert isinstance(maps, list) and len(maps) == 1, type(maps)
-        return maps[0]
-
-    return call
-
-
 def score_cam_loop(model, x, acts, cls, convention, sum_channels=True):
     """Wang et al.'s Score-CAM one masked image at a time; the libraries' variants.
     (B, 1, H, W), or (B, C, H, W) per channel without ``sum_channels``."""
